@@ -1,0 +1,69 @@
+"""AdamW that follows the tie map.
+
+Built once, then reconciled with the model after every tie change: released tensors
+lose their parameter slot and Adam moments (so memory really falls), newly independent
+blocks join with fresh state (so they really train). See PITFALLS.md: an optimizer built
+once over ``requires_grad`` parameters silently never trains blocks untied later.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import TrainConfig
+
+
+def _wants_decay(p: torch.Tensor) -> bool:
+    """Matrices (linear weights, embeddings) decay; biases and norm gains do not (nanoGPT's rule)."""
+    return p.dim() >= 2
+
+
+def configure_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if _wants_decay(p)], "weight_decay": train.weight_decay, "decays": True},
+        {"params": [p for p in params if not _wants_decay(p)], "weight_decay": 0.0, "decays": False},
+    ]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), foreach=True)
+
+
+def sync_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[int, int]:
+    """Make the optimizer's parameters exactly the model's trainable parameters.
+
+    Returns ``(added, removed)`` counts of parameter tensors. Idempotent.
+    """
+    wanted = [p for p in model.parameters() if p.requires_grad]
+    wanted_ids = {id(p) for p in wanted}
+    removed = 0
+    held: set[int] = set()
+    for group in optimizer.param_groups:
+        kept = []
+        for p in group["params"]:
+            if id(p) in wanted_ids:
+                kept.append(p)
+                held.add(id(p))
+            else:
+                optimizer.state.pop(p, None)
+                p.grad = None
+                removed += 1
+        group["params"] = kept
+    added = 0
+    for p in wanted:
+        if id(p) in held:
+            continue
+        group = next(g for g in optimizer.param_groups if g.get("decays", True) == _wants_decay(p))
+        group["params"].append(p)
+        optimizer.state.pop(p, None)  # fresh Adam moments, created lazily at the next step
+        added += 1
+    return added, removed
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by optimizer state tensors (Adam moments and step counters)."""
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                total += value.numel() * value.element_size()
+    return total

@@ -1,0 +1,64 @@
+"""Fixed sharing schemes as tie maps (METHOD.md section 5; Takase & Kiyono 2021).
+
+Each function returns a tie map in which every entry points straight at a root, so
+``make_tie_map`` output is already chain-free.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .tying import TieMap, identity_map, validate_tie_map
+
+SCHEMES = ("vanilla", "all-shared", "sequence", "cycle", "cycle-rev", "mirror")
+NEEDS_N_UNIQUE = ("sequence", "cycle", "cycle-rev")
+
+
+def _sequence(n_layer: int, m: int) -> list[int]:
+    if n_layer % m:
+        raise ValueError(f"sequence needs n_layer ({n_layer}) divisible by n_unique ({m})")
+    run = n_layer // m
+    return [(i // run) * run for i in range(n_layer)]
+
+
+def _cycle(n_layer: int, m: int) -> list[int]:
+    return [i % m for i in range(n_layer)]
+
+
+def _cycle_rev(n_layer: int, m: int) -> list[int]:
+    head = m * (math.ceil(n_layer / m) - 1)
+    return [i % m if i < head else m - 1 - ((i - head) % m) for i in range(n_layer)]
+
+
+def _mirror(n_layer: int) -> list[int]:
+    return [i if 2 * i < n_layer else n_layer - 1 - i for i in range(n_layer)]
+
+
+def make_tie_map(name: str, n_layer: int, n_unique: int | None = None) -> TieMap:
+    """The tie map of a named scheme for ``n_layer`` blocks and ``n_unique`` unique blocks.
+
+    ``sequence`` (AABBCC), ``cycle`` (ABCABC) and ``cycle-rev`` (ABCCBA) need ``n_unique``;
+    ``vanilla``, ``all-shared`` and ``mirror`` fix their own count.
+    """
+    if not isinstance(n_layer, int) or n_layer < 1:
+        raise ValueError(f"n_layer must be a positive int, got {n_layer!r}")
+    if name not in SCHEMES:
+        raise ValueError(f"unknown scheme {name!r}; choose from {', '.join(SCHEMES)}")
+    if name in NEEDS_N_UNIQUE:
+        if n_unique is None:
+            raise ValueError(f"scheme {name!r} needs n_unique (the number of unique blocks)")
+        if not isinstance(n_unique, int) or not 1 <= n_unique <= n_layer:
+            raise ValueError(f"n_unique must be an int in [1, {n_layer}], got {n_unique!r}")
+    fixed = {"vanilla": n_layer, "all-shared": 1, "mirror": math.ceil(n_layer / 2)}
+    if name in fixed and n_unique is not None and n_unique != fixed[name]:
+        raise ValueError(f"scheme {name!r} has {fixed[name]} unique blocks for n_layer={n_layer}, "
+                         f"not n_unique={n_unique}")
+    builders = {
+        "vanilla": lambda: list(identity_map(n_layer)),
+        "all-shared": lambda: [0] * n_layer,
+        "sequence": lambda: _sequence(n_layer, n_unique),
+        "cycle": lambda: _cycle(n_layer, n_unique),
+        "cycle-rev": lambda: _cycle_rev(n_layer, n_unique),
+        "mirror": lambda: _mirror(n_layer),
+    }
+    return validate_tie_map(builders[name](), n_layer)
