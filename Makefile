@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   # main job: vanilla vs tied model on Python's bundled docs (offline, ~2 min on 2 cores)
+#   make test   # ruff + the test suite
+# Both create/reuse .venv and install torch==2.13.0 (pinned: an unpinned torch pulls a multi-GB CUDA build).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[dev,notebooks]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/dyntie demo --out runs/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dyntie_core widgets tests benchmarks
+
+test: lint
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) runs data/cache .pytest_cache

@@ -1,0 +1,126 @@
+"""Run several methods on the same data, config, step budget and seeds; tabulate the results."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import latest_checkpoint
+from .config import MethodConfig, RunConfig
+from .data import TokenData, load_data
+from .loop import Trainer
+from .memory import format_bytes
+from .runlog import SUMMARY
+
+COLUMNS = ("method", "seeds", "val_ppl_mean", "val_ppl_std", "test_ppl_mean", "test_ppl_std", "trainable_params",
+           "unique_blocks", "model_state_bytes", "tokens_per_s", "wall_s")
+
+
+def parse_methods(spec: str, default_n_unique: int | None = None) -> list[MethodConfig]:
+    """``"vanilla,cycle:3,all-shared"`` -> method configs (``name:n_unique``)."""
+    methods = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        name, _, n = item.partition(":")
+        try:
+            n_unique = int(n) if n else default_n_unique
+        except ValueError:
+            raise ValueError(f"bad method spec {item!r}: expected name or name:n_unique") from None
+        if name in ("vanilla", "all-shared", "mirror"):
+            n_unique = int(n) if n else None
+        methods.append(MethodConfig(name=name, n_unique=n_unique))
+    if not methods:
+        raise ValueError("no methods given")
+    return methods
+
+
+def run_label(method: MethodConfig) -> str:
+    return method.name + (f"-{method.n_unique}" if method.n_unique is not None else "")
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequence[int], out_dir: str | Path,
+                   data: TokenData | None = None,
+                   on_trainer: Callable[[Trainer, str], None] | None = None) -> list[dict[str, Any]]:
+    """Train every (method, seed) into ``out_dir/<method>/seed<seed>``; finished runs are reused and
+    interrupted ones resumed, so a killed comparison continues where it stopped. Returns table rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = data if data is not None else load_data(base.data, base.model.block_size)
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    for method in methods:
+        label = run_label(method)
+        for seed in seeds:
+            run_dir = out_dir / label / f"seed{seed}"
+            summary_path = run_dir / SUMMARY
+            if summary_path.is_file():
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            else:
+                if latest_checkpoint(run_dir) is not None:
+                    trainer = Trainer.resume(run_dir, data=data)
+                else:
+                    cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
+                    trainer = Trainer(cfg, run_dir=run_dir, data=data)
+                if on_trainer is not None:
+                    on_trainer(trainer, f"{label} seed {seed}")
+                summary = trainer.run()
+            summaries.setdefault(label, []).append(summary)
+    rows = [summarize(label, runs) for label, runs in summaries.items()]
+    write_tables(rows, out_dir, base)
+    return rows
+
+
+def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    val = _mean_std([r["best_val_ppl"] for r in runs])
+    test = _mean_std([r["test_ppl"] for r in runs])
+    return {
+        "method": label,
+        "seeds": len(runs),
+        "val_ppl_mean": val[0], "val_ppl_std": val[1],
+        "test_ppl_mean": test[0], "test_ppl_std": test[1],
+        "trainable_params": round(statistics.fmean(r["trainable_params"] for r in runs)),
+        "unique_blocks": statistics.fmean(r["unique_blocks"] for r in runs),
+        "model_state_bytes": round(statistics.fmean(r["memory"]["model_state"] for r in runs)),
+        "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in runs),
+        "wall_s": statistics.fmean(r["train_time_s"] for r in runs),
+    }
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = ("| method | seeds | val ppl (best) | test ppl | trainable params | unique blocks | model-state memory "
+            "| tokens/s | train time |")
+    lines = [head, "|" + " --- |" * 9]
+    for r in rows:
+        pm = "±"
+        lines.append(
+            f"| {r['method']} | {r['seeds']} | {r['val_ppl_mean']:.2f} {pm} {r['val_ppl_std']:.2f} "
+            f"| {r['test_ppl_mean']:.2f} {pm} {r['test_ppl_std']:.2f} | {r['trainable_params']:,} "
+            f"| {r['unique_blocks']:g} | {format_bytes(r['model_state_bytes'])} | {r['tokens_per_s']:,.0f} "
+            f"| {r['wall_s']:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: Sequence[dict[str, Any]], out_dir: Path, base: RunConfig) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()})
+    (out_dir / "comparison.csv").write_text(buf.getvalue(), encoding="utf-8")
+    m, t, d = base.model, base.train, base.data
+    header = (f"# Comparison\n\nData: `{d.dataset}` ({d.tokenizer}), model: {m.n_layer} blocks, width {m.n_embd}, "
+              f"{m.n_head} heads, context {m.block_size}, tie mode {m.tie_mode}; {t.steps} steps of batch "
+              f"{t.batch_size}, lr {t.lr} ({t.lr_schedule}). Validation perplexity is the best over the run; test "
+              "perplexity is measured at that best-validation checkpoint. Mean ± std over seeds.\n\n")
+    (out_dir / "comparison.md").write_text(header + markdown_table(rows), encoding="utf-8")

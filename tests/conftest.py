@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny configs and data that keep the suite fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_flush_denormal(True)
+
+from dyntie_core import DataConfig, GPTConfig, MethodConfig, RunConfig, TrainConfig  # noqa: E402
+from dyntie_core.data import CharTokenizer, load_corpus, tokenize  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("DYNTIE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared corpora not found at {SHARED_DATA} (set DYNTIE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_config() -> GPTConfig:
+    return GPTConfig(n_layer=4, n_head=2, n_embd=32, block_size=16, vocab_size=64)
+
+
+@pytest.fixture(scope="session")
+def pydoc_chars():
+    corpus = load_corpus("pydoc")
+    return tokenize(corpus, CharTokenizer.from_corpus(corpus), 32)
+
+
+def small_run_config(steps: int = 20, method: str = "vanilla", **method_kw) -> RunConfig:
+    return RunConfig(
+        model=GPTConfig(n_layer=4, n_head=2, n_embd=32, block_size=32, vocab_size=64),
+        train=TrainConfig(steps=steps, batch_size=4, lr=3e-3, eval_interval=10, eval_tokens=2048, seed=7),
+        data=DataConfig(dataset="pydoc", tokenizer="char"),
+        method=MethodConfig(name=method, **method_kw),
+    )
