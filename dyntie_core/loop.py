@@ -182,11 +182,12 @@ class Trainer:
     def _eval_and_log(self) -> None:
         record = self.eval_record()
         self.last_eval = record
-        if record["val_loss"] < self.best_val:
+        improved = record["val_loss"] < self.best_val
+        if improved:
             self.best_val, self.best_step = record["val_loss"], self.step
-            if self.run_dir is not None:
-                self.save_checkpoint("best")
         self.bus.emit(EvalEvent(self.step, record))
+        if improved and self.run_dir is not None:
+            self.save_checkpoint("best")
 
     # ---- the loop --------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -1,0 +1,152 @@
+import pytest
+import torch
+
+from dyntie_core import DataConfig
+from dyntie_core.data import (
+    BatchSampler,
+    CharTokenizer,
+    DataError,
+    corpus_from_hf,
+    eval_windows,
+    load_corpus,
+    load_data,
+    split_90_5_5,
+    tokenize,
+    train_bpe,
+)
+
+
+def test_pydoc_corpus_is_offline_english_prose():
+    corpus = load_corpus("pydoc")
+    total = len(corpus.train) + len(corpus.valid) + len(corpus.test)
+    assert total > 300_000
+    assert len(corpus.train) / total == pytest.approx(0.90, abs=0.01)
+    assert "the" in corpus.train and corpus.notices == []
+
+
+def test_split_is_90_5_5_at_line_boundaries():
+    text = "".join(f"line {i}\n" for i in range(1000))
+    train, valid, test = split_90_5_5(text)
+    assert train + valid + test == text
+    assert train.endswith("\n") and valid.endswith("\n")
+    assert len(train) / len(text) == pytest.approx(0.9, abs=0.01)
+    assert len(valid) == pytest.approx(len(test), rel=0.05)
+
+
+def test_local_file_and_errors(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("".join(f"sentence number {i}.\n" for i in range(500)), encoding="utf-8")
+    corpus = load_corpus(str(good))
+    assert corpus.name == "good" and "90/5/5" in corpus.notices[0]
+    with pytest.raises(DataError, match="does not exist"):
+        load_corpus(str(tmp_path / "missing.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    with pytest.raises(DataError, match="empty"):
+        load_corpus(str(empty))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
+    with pytest.raises(DataError, match="not UTF-8.*offset 3"):
+        load_corpus(str(latin))
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_corpus("no-such-dataset")
+
+
+def test_corpus_shorter_than_a_block_is_refused(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("abc\n" * 30, encoding="utf-8")
+    corpus = load_corpus(str(short))
+    with pytest.raises(DataError, match="fewer than one block"):
+        tokenize(corpus, CharTokenizer.from_corpus(corpus), block_size=64)
+
+
+def test_directory_with_missing_splits_says_what_it_derived(tmp_path):
+    (tmp_path / "valid.txt").write_text("".join(f"v{i}\n" for i in range(1000)), encoding="utf-8")
+    (tmp_path / "test.txt").write_text("".join(f"t{i}\n" for i in range(100)), encoding="utf-8")
+    corpus = load_corpus(str(tmp_path))
+    assert corpus.train.startswith("v0\n") and corpus.valid.startswith("v9")
+    assert corpus.test.startswith("t0\n")
+    assert any("no train split" in n for n in corpus.notices)
+    only_train = tmp_path / "only_train"
+    only_train.mkdir()
+    (only_train / "train.txt").write_text("".join(f"x{i}\n" for i in range(1000)), encoding="utf-8")
+    corpus = load_corpus(str(only_train))
+    assert len(corpus.notices) == 2 and corpus.valid and corpus.test
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no split files"):
+        load_corpus(str(empty))
+
+
+def test_wikitext_local_copy(shared_data):
+    corpus = load_corpus(str(shared_data / "wikitext-2" / "raw"))
+    assert corpus.train.startswith(" \n = Homarus gammarus")
+    assert corpus.test == (shared_data / "wikitext-2" / "raw" / "test.txt").read_text(encoding="utf-8")
+    assert any("first 90% of the validation file" in n for n in corpus.notices)
+
+
+def test_hub_names_fail_fast_offline_with_alternatives(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="pydoc.*local .txt file"):
+        load_corpus("wikitext-2")
+
+
+def test_hf_datasets_loading_code_on_local_files(shared_data):
+    datasets = pytest.importorskip("datasets")
+    wt = shared_data / "wikitext-2" / "raw"
+    ds = datasets.load_dataset("text", data_files={"train": str(wt / "valid.txt"), "test": str(wt / "test.txt")},
+                               keep_linebreaks=True)
+    corpus = corpus_from_hf(ds, "wikitext-2-local")
+    assert corpus.test == (wt / "test.txt").read_text(encoding="utf-8")
+    assert corpus.train + corpus.valid == (wt / "valid.txt").read_text(encoding="utf-8")
+    assert any("no validation split" in n for n in corpus.notices)
+
+
+def test_char_tokenizer_round_trip(pydoc_chars):
+    tok = pydoc_chars.tokenizer
+    text = "def f(x):\n    return x"
+    assert tok.decode(tok.encode(text)) == text
+    with pytest.raises(DataError, match="not in the char vocabulary"):
+        tok.encode("\u2603")
+
+
+def test_bpe_is_trained_on_train_and_cached(tmp_path, shared_data):
+    corpus = load_corpus(str(shared_data / "tinyshakespeare" / "input.txt"))
+    tok = train_bpe(corpus, 512, tmp_path)
+    files = list(tmp_path.glob("bpe-*-512.json"))
+    assert len(files) == 1 and tok.vocab_size == 512
+    text = corpus.valid[:2000]
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text) / 1.5  # BPE compresses
+    mtime = files[0].stat().st_mtime_ns
+    again = train_bpe(corpus, 512, tmp_path)
+    assert files[0].stat().st_mtime_ns == mtime and again.encode(text) == ids
+    files[0].write_text("not json", encoding="utf-8")  # a corrupt cache entry is rebuilt
+    assert train_bpe(corpus, 512, tmp_path).encode(text) == ids
+
+
+def test_load_data_sets_vocab_from_tokenizer(tmp_path):
+    data = load_data(DataConfig(dataset="pydoc", tokenizer="char", cache_dir=str(tmp_path)), block_size=32)
+    assert data.vocab_size == data.tokenizer.vocab_size > 60
+    assert data.train.dtype == torch.long and int(data.train.max()) < data.vocab_size
+
+
+def test_batches_are_shifted_and_reproducible(pydoc_chars):
+    a = BatchSampler(pydoc_chars.train, 4, 32, seed=5)
+    b = BatchSampler(pydoc_chars.train, 4, 32, seed=5)
+    x, y = a.sample()
+    assert torch.equal(x, b.sample()[0])
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    state = a.state()
+    nxt = a.sample()[0]
+    a.set_state(state)
+    assert torch.equal(a.sample()[0], nxt)
+
+
+def test_eval_windows_are_contiguous_and_capped(pydoc_chars):
+    tokens = pydoc_chars.valid
+    windows = list(eval_windows(tokens, 32, 8, max_tokens=32 * 20))
+    xs = torch.cat([x for x, _ in windows])
+    assert xs.shape == (20, 32)
+    assert torch.equal(xs.reshape(-1), tokens[: 20 * 32])

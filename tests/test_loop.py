@@ -1,0 +1,118 @@
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from dyntie_core.checkpoint import CheckpointError
+from dyntie_core.events import CheckpointEvent, EndEvent, EvalEvent, StepEvent, TieChangeEvent
+from dyntie_core.loop import Trainer, lr_at
+from dyntie_core.runlog import read_jsonl
+
+from .conftest import small_run_config
+
+SCHEDULE = [[0, [0, 0, 0, 0]], [5, [0, 1, 1, 3]], [15, [0, 1, 0, 1]]]
+
+
+def test_training_lowers_validation_loss_and_logs_a_run_directory(tmp_path, pydoc_chars):
+    config = small_run_config(steps=40, method="cycle", n_unique=2)
+    trainer = Trainer(config, run_dir=tmp_path, data=pydoc_chars)
+    events = []
+    trainer.subscribe(events.append)
+    summary = trainer.run()
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 10, 20, 30, 40]
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5
+    assert metrics[0]["val_loss"] == pytest.approx(math.log(pydoc_chars.vocab_size), rel=0.1)
+    for key in ("train_loss", "val_ppl", "tie_map", "unique_blocks", "trainable_params", "memory"):
+        assert key in metrics[-1]
+    assert metrics[-1]["unique_blocks"] == 2 and metrics[-1]["tie_map"] == [0, 1, 0, 1]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    for key in ("best_val_ppl", "test_ppl", "trainable_params", "unique_blocks", "tie_map", "memory",
+                "tokens_per_s", "train_time_s"):
+        assert summary[key] is not None, key
+    assert summary["test_ppl"] == pytest.approx(math.exp(trainer.evaluate("test")), rel=1e-6)
+    assert json.loads((tmp_path / "config.json").read_text())["method"]["name"] == "cycle"
+    assert (tmp_path / "checkpoints" / "last.safetensors").is_file()
+    assert isinstance(events[0], EvalEvent) and isinstance(events[-1], EndEvent)
+    assert sum(isinstance(e, StepEvent) for e in events) == 40
+    assert any(isinstance(e, CheckpointEvent) and e.kind == "best" for e in events)
+
+
+def test_manual_schedule_changes_maps_and_records_history(tmp_path, pydoc_chars):
+    config = small_run_config(steps=20, method="manual", schedule=SCHEDULE)
+    trainer = Trainer(config, run_dir=tmp_path, data=pydoc_chars)
+    changes = []
+    trainer.subscribe(lambda e: changes.append(e) if isinstance(e, TieChangeEvent) else None)
+    trainer.run()
+    assert [(c.step, c.new) for c in changes] == [(5, (0, 1, 1, 3)), (15, (0, 1, 0, 1))]
+    history = read_jsonl(tmp_path / "tie_maps.jsonl")
+    assert [h["tie_map"] for h in history] == [[0, 0, 0, 0], [0, 1, 1, 3], [0, 1, 0, 1]]
+    per_block = trainer.model.block_numel
+    assert changes[0].trainable_params - changes[1].trainable_params == per_block
+
+
+def _record_losses(trainer, out):
+    trainer.subscribe(lambda e: out.__setitem__(e.step, e.loss) if isinstance(e, StepEvent) else None)
+    return out
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, pydoc_chars):
+    config = small_run_config(steps=20, method="manual", schedule=SCHEDULE)
+    config = config.replace(model=dataclasses.replace(config.model, dropout=0.1),
+                            train=dataclasses.replace(config.train, checkpoint_interval=10))
+    straight = Trainer(config, run_dir=tmp_path / "a", data=pydoc_chars)
+    expected = _record_losses(straight, {})
+    summary_a = straight.run()
+
+    first = Trainer(config, run_dir=tmp_path / "b", data=pydoc_chars)
+    got = _record_losses(first, {})
+    first.train(max_steps=13)  # "crash" after step 13; the last checkpoint is at step 10
+    del first
+    resumed = Trainer.resume(tmp_path / "b", data=pydoc_chars)
+    assert resumed.step == 10
+    _record_losses(resumed, got)
+    summary_b = resumed.run()
+    assert got == expected  # exactly the same losses, step for step
+    assert summary_b["test_ppl"] == summary_a["test_ppl"]
+    assert summary_b["tie_map"] == summary_a["tie_map"]
+    rows_a = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    rows_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [(r["step"], r["val_loss"]) for r in rows_b] == [(r["step"], r["val_loss"]) for r in rows_a]
+    assert [r["tie_map"] for r in read_jsonl(tmp_path / "b" / "tie_maps.jsonl")] == \
+           [r["tie_map"] for r in read_jsonl(tmp_path / "a" / "tie_maps.jsonl")]
+
+
+def test_stop_request_leaves_a_consistent_run_directory(tmp_path, pydoc_chars):
+    trainer = Trainer(small_run_config(steps=50), run_dir=tmp_path, data=pydoc_chars)
+    trainer.subscribe(lambda e: trainer.request_stop() if isinstance(e, StepEvent) and e.step == 7 else None)
+    summary = trainer.run()
+    assert summary["steps"] == 7 and summary["stopped_early"]
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 7
+    resumed = Trainer.resume(tmp_path, data=pydoc_chars)
+    assert resumed.step == 7
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer.resume(tmp_path)
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = small_run_config().train
+    cfg = dataclasses.replace(cfg, steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine")
+    assert lr_at(0, cfg) == pytest.approx(1e-3 / 11)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(5.5e-4)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    const = dataclasses.replace(cfg, lr_schedule="constant", warmup_steps=0)
+    assert lr_at(77, const) == 1e-3
+
+
+def test_vocab_size_follows_the_tokenizer(pydoc_chars):
+    trainer = Trainer(small_run_config(steps=1), data=pydoc_chars)
+    assert trainer.config.model.vocab_size == pydoc_chars.vocab_size
+    assert trainer.model.wte.weight.shape[0] == pydoc_chars.vocab_size
+    assert torch.equal(trainer.model.wte.weight, trainer.model.wte.weight)
