@@ -1,0 +1,81 @@
+import csv
+import json
+
+import pytest
+
+from dyntie_core.cli import ALL_OPTS, main, make_parser
+
+TINY = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+        "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--dataset", "pydoc"]
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag, *_ in ALL_OPTS:
+        assert flag in text
+    for flag in ("--method", "--n-unique", "--schedule", "--resume", "--out", "--config", "--preset"):
+        assert flag in text
+
+
+def test_train_writes_a_run_directory_and_resume_extends_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--method", "cycle-rev", "--n-unique", "2", "--steps", "10",
+                 *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tie_map"] == [0, 1, 1, 0] and summary["steps"] == 10
+    assert json.loads((out / "config.json").read_text())["model"]["n_layer"] == 4
+    assert main(["train", "--out", str(out), "--method", "vanilla", "--steps", "10", *TINY]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--steps", "15"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 15
+
+
+def test_manual_schedule_from_the_command_line(tmp_path):
+    out = tmp_path / "manual"
+    schedule = json.dumps([[0, [0, 0, 0, 0]], [4, [0, 1, 2, 3]]])
+    assert main(["train", "--out", str(out), "--method", "manual", "--schedule", schedule, "--steps", "6",
+                 *TINY]) == 0
+    lines = (out / "tie_maps.jsonl").read_text().splitlines()
+    assert [json.loads(x)["tie_map"] for x in lines] == [[0, 0, 0, 0], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "cycle"], "needs n_unique"),
+    (["--method", "manual", "--schedule", "[[0, [1, 0, 0, 0]]]"], "position 0"),
+    (["--method", "nope"], "unknown method"),
+    (["--dataset", "/no/such/file.txt"], "does not exist"),
+    (["--n-head", "3"], "divisible by n_head"),
+    (["--lr-schedule", "linear"], "lr_schedule"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, argv, message):
+    args = ["train", "--out", str(tmp_path / "x"), "--steps", "2", *TINY, *argv]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_on_resume_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "3", *TINY]) == 0
+    last = out / "checkpoints" / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    assert main(["train", "--out", str(out), "--resume", "--steps", "5"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_compare_writes_markdown_and_csv(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "vanilla,all-shared,cycle:2", "--seeds", "1,2", "--steps", "6",
+                 "--out", str(out), *TINY]) == 0
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["method"] for r in rows] == ["vanilla", "all-shared", "cycle-2"]
+    assert [r["unique_blocks"] for r in rows] == ["4", "1", "2"]
+    assert all(r["seeds"] == "2" for r in rows)
+    assert int(rows[0]["trainable_params"]) > int(rows[2]["trainable_params"]) > int(rows[1]["trainable_params"])
+    md = (out / "comparison.md").read_text()
+    assert "| vanilla | 2 |" in md and "cycle-2" in md
+    assert (out / "cycle-2" / "seed2" / "summary.json").is_file()
+    mtime = (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns
+    assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 0
+    assert (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns == mtime  # reused, not rerun
