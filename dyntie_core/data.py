@@ -157,7 +157,8 @@ def corpus_from_hf(dataset: Any, name: str, text_column: str = "text") -> Corpus
 
 def _hub_corpus(name: str) -> Corpus:
     path, config, column = HUB_DATASETS[name]
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in flags)
     if offline:
         raise DataError(f"dataset {name!r} lives on the Hugging Face hub, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE "
                         f"is set; {OFFLINE_ALTERNATIVES}")
@@ -250,7 +251,8 @@ class HFTokenizer:
 
 def train_bpe(corpus: Corpus, vocab_size: int, cache_dir: str | Path) -> HFTokenizer:
     """Byte-level BPE trained on the training split, cached by (train text hash, vocab size)."""
-    from tokenizers import ByteLevelBPETokenizer, Tokenizer as HFTok
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import Tokenizer as HFTok
 
     key = hashlib.sha256(corpus.train.encode("utf-8")).hexdigest()[:16]
     path = Path(cache_dir) / f"bpe-{key}-{vocab_size}.json"

@@ -310,7 +310,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         saved = RunConfig.from_dict(ckpt.state["config"])
         if saved.model != self.config.model:
-            raise CheckpointError(f"checkpoint {path} was made for a different model: {saved.model} vs {self.config.model}")
+            raise CheckpointError(f"checkpoint {path} was made for a different model: "
+                                  f"{saved.model} vs {self.config.model}")
         self.model = self._model_from_checkpoint(ckpt)
         self.optimizer = configure_optimizer(self.model, self.config.train)
         optim = ckpt.group("optim")

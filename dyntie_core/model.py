@@ -185,7 +185,8 @@ class TiedGPT(nn.Module):
                          released=released)
 
     # ---- forward -------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, idx: torch.Tensor,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(logits, loss)``; ``loss`` is the mean token cross-entropy when targets are given."""
         _, T = idx.shape
         if T > self.config.block_size:
@@ -207,7 +208,8 @@ class TiedGPT(nn.Module):
     def from_hf_gpt2(cls, hf_model: nn.Module, tie_mode: str = "follow") -> TiedGPT:
         """Import a Hugging Face ``GPT2LMHeadModel`` (all blocks independent)."""
         hf_cfg = hf_model.config
-        act = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}.get(hf_cfg.activation_function)
+        act_names = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+        act = act_names.get(hf_cfg.activation_function)
         if act is None:
             raise ValueError(f"unsupported GPT-2 activation {hf_cfg.activation_function!r}")
         config = GPTConfig(n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head, n_embd=hf_cfg.n_embd,

@@ -1,0 +1,90 @@
+"""Training-step speed and model-state memory of tied maps against vanilla, measured in one run.
+
+Machines are noisy, so every figure is a ratio to vanilla measured in the same process,
+with the methods interleaved round by round and the median step time taken.
+
+    python benchmarks/bench_train.py                       # 12 blocks, width 256, batch 16 x 128
+    python benchmarks/bench_train.py --n-layer 6 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from dyntie_core import DataConfig, GPTConfig, MethodConfig, RunConfig, TrainConfig  # noqa: E402
+from dyntie_core.data import load_data  # noqa: E402
+from dyntie_core.loop import Trainer  # noqa: E402
+from dyntie_core.memory import format_bytes, measure_memory, predict_memory  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-layer", type=int, default=12)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--block-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary trained on the pydoc corpus")
+    p.add_argument("--n-unique", type=int, default=3, help="unique blocks of the partly tied map (cycle scheme)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps-per-round", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    data = load_data(DataConfig(dataset="pydoc", tokenizer="bpe", bpe_vocab_size=args.vocab_size), args.block_size)
+    variants = [
+        ("vanilla", "follow", MethodConfig("vanilla")),
+        ("all-shared", "follow", MethodConfig("all-shared")),
+        (f"cycle-{args.n_unique} (follow)", "follow", MethodConfig("cycle", n_unique=args.n_unique)),
+        (f"cycle-{args.n_unique} (share)", "share", MethodConfig("cycle", n_unique=args.n_unique)),
+    ]
+    trainers = {}
+    for label, mode, method in variants:
+        cfg = RunConfig(
+            model=GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
+                            vocab_size=data.vocab_size, tie_mode=mode),
+            train=TrainConfig(steps=10**9, batch_size=args.batch_size, seed=args.seed),
+            data=DataConfig(dataset="pydoc"), method=method)
+        trainers[label] = Trainer(cfg, data=data)
+    for trainer in trainers.values():
+        for _ in range(args.warmup):
+            trainer.train_step()
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for _ in range(args.rounds):
+        for label, trainer in trainers.items():
+            for _ in range(args.steps_per_round):
+                t0 = time.perf_counter()
+                trainer.train_step()
+                times[label].append(time.perf_counter() - t0)
+
+    tokens = args.batch_size * args.block_size
+    base_t = statistics.median(times["vanilla"])
+    base_mem = measure_memory(trainers["vanilla"].model, trainers["vanilla"].optimizer).model_state
+    print(f"# bench_train: {args.n_layer} blocks, width {args.n_embd}, {args.n_head} heads, batch {args.batch_size} x "
+          f"{args.block_size} tokens, vocab {data.vocab_size}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps_per_round} steps (median)")
+    print("| variant | unique blocks | ms/step | tokens/s | step time vs vanilla | model-state memory "
+          "| memory vs vanilla | measured / analytic floor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, trainer in trainers.items():
+        t = statistics.median(times[label])
+        mem = measure_memory(trainer.model, trainer.optimizer).model_state
+        floor = predict_memory(trainer.config.model, trainer.model.tie_map).model_state
+        n_unique = len(trainer.model.blocks)
+        print(f"| {label} | {n_unique} | {t * 1e3:.1f} | {tokens / t:,.0f} | {t / base_t:.3f}x | {format_bytes(mem)} "
+              f"| {mem / base_mem:.3f}x | {mem / floor:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
