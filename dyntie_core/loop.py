@@ -20,7 +20,7 @@ import torch
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import BatchSampler, TokenData, eval_windows, load_data
-from .events import CheckpointEvent, EndEvent, EvalEvent, EventBus, StepEvent, Subscriber, TieChangeEvent
+from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
 from .memory import measure_memory, predict_memory
 from .model import TieChange, TiedGPT
 from .optim import configure_optimizer, sync_optimizer
@@ -112,6 +112,28 @@ class Trainer:
             self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason,
                                          counts["unique_blocks"], counts["trainable"]))
         return change
+
+    # ---- what tie policies may use ---------------------------------------------------
+    @property
+    def tie_map(self) -> tuple[int, ...]:
+        return self.model.tie_map
+
+    def emit(self, event: Event) -> None:
+        self.bus.emit(event)
+
+    @torch.no_grad()
+    def batch_loss(self, split: str, generator: torch.Generator) -> float:
+        """Cross-entropy of the model (eval mode) on one random batch of ``split`` drawn with ``generator``."""
+        tokens = self.data.split(split)
+        block, batch = self.config.model.block_size, self.config.train.batch_size
+        starts = torch.randint(0, len(tokens) - block, (batch,), generator=generator)
+        offsets = torch.arange(block)
+        x, y = tokens[starts[:, None] + offsets], tokens[starts[:, None] + offsets + 1]
+        was_training = self.model.training
+        self.model.eval()
+        _, loss = self.model(x.to(self.device), y.to(self.device))
+        self.model.train(was_training)
+        return float(loss)
 
     # ---- one step --------------------------------------------------------------------
     def train_step(self) -> float:

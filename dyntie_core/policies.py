@@ -1,11 +1,14 @@
 """Tie policies: who decides the tie map, and when.
 
 A policy gives the initial map and, before every training step, may return a new one.
-This module provides ``vanilla``, the fixed schemes and ``manual``.
+Methods: ``vanilla``, the fixed schemes, ``manual`` (a schedule), and from ``agent``:
+``dlt`` (the Q-learning agent), ``random`` (its control: epsilon 1 forever) and
+``random-fixed`` (one random map with a given number of unique blocks, held throughout).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,6 +17,8 @@ import torch
 from .config import MethodConfig
 from .schemes import SCHEMES, make_tie_map
 from .tying import TieMap, validate_tie_map
+
+AGENT_METHODS = ("dlt", "random", "random-fixed")
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -95,11 +100,23 @@ class ManualPolicy:
 
 
 def available_methods() -> list[str]:
-    return sorted(set(SCHEMES) | {"manual"})
+    return sorted(set(SCHEMES) | {"manual"} | set(AGENT_METHODS))
 
 
 def make_policy(method: MethodConfig, n_layer: int, seed: int = 0) -> TiePolicy:
     """Build the tie policy a method config names."""
+    if method.name in AGENT_METHODS:
+        from .agent import AgentConfig, DLTAgent, random_tie_map
+
+        if method.name == "random-fixed":
+            if method.n_unique is None:
+                raise ValueError("random-fixed needs n_unique (the number of unique blocks to draw)")
+            return FixedPolicy("random-fixed", random_tie_map(n_layer, method.n_unique, seed))
+        agent_cfg = AgentConfig.from_dict(method.options)
+        if method.name == "random":  # the control: same actions and schedule, epsilon 1 forever, no learning
+            agent_cfg = dataclasses.replace(agent_cfg, epsilon_start=1.0, epsilon_decay=1.0, epsilon_min=1.0,
+                                            learn=False)
+        return DLTAgent(n_layer, agent_cfg, seed=seed, name=method.name)
     if method.name in SCHEMES:
         return FixedPolicy(method.name, make_tie_map(method.name, n_layer, method.n_unique))
     if method.name == "manual":
