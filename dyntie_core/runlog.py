@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +40,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 class RunLogger:
     """Appends events to the run directory's JSONL files and writes the summary at the end.
 
-    With ``resume_step`` set, rows logged after that step (by the interrupted run, past
-    its last checkpoint) are dropped so the files read as one uninterrupted run.
+    With ``resume_step`` set, rows the interrupted run logged after its last checkpoint
+    are dropped, so the files read as one uninterrupted run.
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
-            for name in (METRICS, TIE_MAPS, DECISIONS):
-                self._truncate_after(self.run_dir / name, resume_step)
+            # An evaluation at step s is logged before the checkpoint at s; tie changes and finished
+            # decisions stamped s happen inside step s + 1, i.e. after that checkpoint.
+            self._keep(METRICS, lambda r: r["step"] <= resume_step)
+            self._keep(TIE_MAPS, lambda r: r.get("reason") == "initial" or r["step"] < resume_step)
+            self._keep(DECISIONS, lambda r: r.get("reward_step", r["step"]) < resume_step)
 
     def start(self, config: RunConfig, data: TokenData, tie_map: tuple[int, ...]) -> None:
         """A fresh run: write the config, the tokenizer (when it can be saved) and the initial map."""
@@ -63,9 +67,10 @@ class RunLogger:
                                                 "tokens": {s: len(data.split(s)) for s in ("train", "valid", "test")}})
         self._append(TIE_MAPS, {"step": 0, "tie_map": list(tie_map), "reason": "initial"})
 
-    def _truncate_after(self, path: Path, step: int) -> None:
-        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    def _keep(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+        path = self.run_dir / name
         if path.is_file():
+            rows = [r for r in read_jsonl(path) if keep(r)]
             path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
     def _append(self, name: str, row: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from dyntie_core.runlog import read_jsonl
 
 from .conftest import small_run_config
 
-SCHEDULE = [[0, [0, 0, 0, 0]], [5, [0, 1, 1, 3]], [15, [0, 1, 0, 1]]]
+SCHEDULE = [[0, [0, 0, 0, 0]], [5, [0, 1, 1, 3]], [10, [0, 1, 1, 1]], [15, [0, 1, 0, 1]]]
 
 
 def test_training_lowers_validation_loss_and_logs_a_run_directory(tmp_path, pydoc_chars):
@@ -47,9 +47,9 @@ def test_manual_schedule_changes_maps_and_records_history(tmp_path, pydoc_chars)
     changes = []
     trainer.subscribe(lambda e: changes.append(e) if isinstance(e, TieChangeEvent) else None)
     trainer.run()
-    assert [(c.step, c.new) for c in changes] == [(5, (0, 1, 1, 3)), (15, (0, 1, 0, 1))]
+    assert [(c.step, c.new) for c in changes] == [(5, (0, 1, 1, 3)), (10, (0, 1, 1, 1)), (15, (0, 1, 0, 1))]
     history = read_jsonl(tmp_path / "tie_maps.jsonl")
-    assert [h["tie_map"] for h in history] == [[0, 0, 0, 0], [0, 1, 1, 3], [0, 1, 0, 1]]
+    assert [h["tie_map"] for h in history] == [[0, 0, 0, 0], [0, 1, 1, 3], [0, 1, 1, 1], [0, 1, 0, 1]]
     per_block = trainer.model.block_numel
     assert changes[0].trainable_params - changes[1].trainable_params == per_block
 
