@@ -19,7 +19,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/dyntie demo --out runs/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dyntie_core widgets tests benchmarks
+	$(VENV)/bin/ruff check dyntie_core widgets tests benchmarks experiments
 
 test: lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

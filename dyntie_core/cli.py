@@ -96,6 +96,24 @@ def _parse_schedule(text: str) -> list[list[Any]]:
     return schedule
 
 
+def _parse_agent_options(items: list[str] | None) -> dict[str, Any]:
+    """``["k_steps=4", "reward=loss-improvement"]`` -> options dict (values parsed as JSON when they can be)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--agent expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if options:
+        from .agent import AgentConfig
+
+        AgentConfig.from_dict(options)  # reject unknown keys and bad values now, not mid-run
+    return options
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .loop import Trainer
     from .progress import ProgressBar
@@ -106,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = build_config(args)
         method = MethodConfig(name=args.method or config.method.name,
                               n_unique=args.n_unique if args.n_unique is not None else config.method.n_unique,
-                              schedule=_parse_schedule(args.schedule) if args.schedule else config.method.schedule)
+                              schedule=_parse_schedule(args.schedule) if args.schedule else config.method.schedule,
+                              options=_parse_agent_options(args.agent) or config.method.options)
         config = config.replace(method=method)
         if args.out.exists() and (args.out / "summary.json").exists() and not args.force:
             raise ConfigError(f"{args.out} already holds a finished run; use --force to overwrite or --resume")
@@ -121,11 +140,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int], out: Path) -> int:
+def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int], out: Path,
+             agent_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from .compare import markdown_table, parse_methods, run_comparison
     from .progress import ProgressBar
 
     methods = parse_methods(methods_spec, n_unique)
+    if agent_options:
+        methods = [dataclasses.replace(m, options=dict(agent_options)) if m.name in ("dlt", "random") else m
+                   for m in methods]
 
     def attach(trainer: Any, label: str) -> None:
         for notice in trainer.notices:
@@ -134,29 +157,50 @@ def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: 
 
     rows = run_comparison(config, methods, seeds, out, on_trainer=attach)
     print(markdown_table(rows))
-    print(f"tables: {out / 'comparison.md'}, {out / 'comparison.csv'}")
-    return 0
+    print(f"tables: {out / 'comparison.md'}, {out / 'comparison.csv'}; plot: {out / 'pareto.html'}")
+    return rows
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [build_config(args).train.seed]
-    return _compare(build_config(args), args.methods, args.n_unique, seeds, args.out)
+    _compare(build_config(args), args.methods, args.n_unique, seeds, args.out, _parse_agent_options(args.agent))
+    return 0
+
+
+def cmd_plot_ties(args: argparse.Namespace) -> int:
+    from .plots import tie_history_html
+
+    try:
+        path = tie_history_html(args.run_dir, args.out)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"tie-map history: {path}")
+    return 0
 
 
 def demo_config() -> RunConfig:
-    """About two minutes on 2 CPU cores: 6 blocks of width 128 on Python's own documentation."""
+    """About three minutes on 2 CPU cores: 6 blocks of width 128 on Python's own documentation."""
     return RunConfig(
         model=GPTConfig(n_layer=6, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-        train=TrainConfig(steps=600, batch_size=16, lr=2e-3, min_lr=2e-4, lr_schedule="cosine", warmup_steps=50,
-                          eval_interval=100, eval_tokens=8192, seed=1337),
+        train=TrainConfig(steps=480, batch_size=16, lr=2e-3, min_lr=2e-4, lr_schedule="cosine", warmup_steps=50,
+                          eval_interval=80, eval_tokens=8192, seed=1337),
         data=DataConfig(dataset="pydoc", tokenizer="bpe", bpe_vocab_size=2048),
     )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("dyntie demo: vanilla vs a tied model (cycle-rev, 2 of 6 blocks unique) on Python's bundled docs, "
-          "offline, CPU.", file=sys.stderr)
-    return _compare(demo_config(), "vanilla,cycle-rev:2", None, [args.seed], args.out)
+    from .compare import markdown_table
+    from .plots import tie_history_html
+
+    print("dyntie demo: vanilla vs the DLT agent (paper preset, K=4) vs a random fixed map with the agent's final "
+          "number of unique blocks, on Python's bundled docs; offline, CPU.", file=sys.stderr)
+    rows = _compare(demo_config(), "vanilla,dlt", None, [args.seed], args.out)
+    n_unique = round(next(r["unique_blocks"] for r in rows if r["method"] == "dlt"))
+    rows += _compare(demo_config(), f"random-fixed:{n_unique}", None, [args.seed], args.out / "control")
+    (args.out / "demo.md").write_text(markdown_table(rows), encoding="utf-8")
+    print("\nAll three, same data, model, steps and seed:\n" + markdown_table(rows))
+    print(f"tie-map history of the agent: {tie_history_html(args.out / 'dlt' / f'seed{args.seed}')}")
+    return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -170,11 +214,14 @@ def make_parser() -> argparse.ArgumentParser:
                            "summary.json and checkpoints/ into --out.")
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--method", help=f"tie policy: {methods} (default: vanilla)")
-    train.add_argument("--n-unique", type=int, help="unique blocks for sequence, cycle, cycle-rev")
+    train.add_argument("--n-unique", type=int, help="unique blocks for sequence, cycle, cycle-rev, random-fixed")
     train.add_argument("--schedule", help="for --method manual: JSON [[step, tie_map], ...] or a JSON file")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
                        "(other options are read from its config.json; --steps may extend the budget)")
     train.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    train.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent option for dlt/random, "
+                       "repeatable (e.g. k_steps=4, reward=loss-improvement, reward_split=valid, param_penalty=0.5, "
+                       "replay_size=1000); defaults are the paper preset")
     _add_run_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -185,10 +232,18 @@ def make_parser() -> argparse.ArgumentParser:
     compare.add_argument("--n-unique", type=int, help="default unique blocks for schemes that need it")
     compare.add_argument("--seeds", help="comma-separated seeds (default: --seed)")
     compare.add_argument("--out", type=Path, required=True, help="output directory")
+    compare.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent option applied to dlt and "
+                         "random runs, repeatable")
     _add_run_options(compare)
     compare.set_defaults(func=cmd_compare)
 
-    demo = sub.add_parser("demo", help="the offline demo: vanilla vs tied, about two minutes on 2 cores")
+    plot = sub.add_parser("plot-ties", help="write a run's tie-map history as an offline HTML heatmap")
+    plot.add_argument("run_dir", type=Path, help="a run directory")
+    plot.add_argument("--out", type=Path, help="HTML file (default: RUN_DIR/tie_history.html)")
+    plot.set_defaults(func=cmd_plot_ties)
+
+    demo = sub.add_parser("demo", help="the offline demo: vanilla vs DLT vs its random-fixed control, "
+                          "about three minutes on 2 cores")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     demo.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
     demo.set_defaults(func=cmd_demo)

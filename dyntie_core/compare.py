@@ -17,6 +17,7 @@ from .config import MethodConfig, RunConfig
 from .data import TokenData, load_data
 from .loop import Trainer
 from .memory import format_bytes
+from .plots import pareto_html
 from .runlog import SUMMARY
 
 COLUMNS = ("method", "seeds", "val_ppl_mean", "val_ppl_std", "test_ppl_mean", "test_ppl_std", "trainable_params",
@@ -54,7 +55,8 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
                    data: TokenData | None = None,
                    on_trainer: Callable[[Trainer, str], None] | None = None) -> list[dict[str, Any]]:
     """Train every (method, seed) into ``out_dir/<method>/seed<seed>``; finished runs are reused and
-    interrupted ones resumed, so a killed comparison continues where it stopped. Returns table rows."""
+    interrupted ones resumed, so a killed comparison continues where it stopped. Writes
+    ``comparison.md``, ``comparison.csv`` and ``pareto.html``; returns the table rows."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_data(base.data, base.model.block_size)
@@ -78,6 +80,7 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
             summaries.setdefault(label, []).append(summary)
     rows = [summarize(label, runs) for label, runs in summaries.items()]
     write_tables(rows, out_dir, base)
+    pareto_html([(label, s) for label, runs in summaries.items() for s in runs], out_dir / "pareto.html")
     return rows
 
 

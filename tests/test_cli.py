@@ -76,6 +76,7 @@ def test_compare_writes_markdown_and_csv(tmp_path):
     md = (out / "comparison.md").read_text()
     assert "| vanilla | 2 |" in md and "cycle-2" in md
     assert (out / "cycle-2" / "seed2" / "summary.json").is_file()
+    assert (out / "pareto.html").is_file()
     mtime = (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns
     assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 0
     assert (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns == mtime  # reused, not rerun
