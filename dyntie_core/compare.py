@@ -84,6 +84,17 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
     return rows
 
 
+def against(trainer: Trainer, summary: dict[str, Any], methods: Sequence[MethodConfig],
+            out_dir: str | Path) -> list[dict[str, Any]]:
+    """Table rows for a finished run and the same config re-run with other methods (same data, steps, seed)."""
+    out_dir = Path(out_dir)
+    rows = [summarize(run_label(trainer.config.method), [summary])]
+    for method in methods:
+        other = Trainer(trainer.config.replace(method=method), run_dir=out_dir / run_label(method), data=trainer.data)
+        rows.append(summarize(run_label(method), [other.run()]))
+    return rows
+
+
 def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     val = _mean_std([r["best_val_ppl"] for r in runs])
     test = _mean_std([r["test_ppl"] for r in runs])

@@ -1,6 +1,6 @@
 """The measured comparison in docs/RESULTS.md, reproducible with one command.
 
-    .venv/bin/python experiments/results_cpu.py --data ../shared/data --out runs/results
+    .venv/bin/python experiments/results_cpu.py --data ../shared/data --out runs/results --threads 1
 
 Part 1, WikiText-2 raw (train on valid.txt, evaluate on test.txt, as ../shared/data/README.md
 says; the loader trains on the first 90% of valid.txt and validates on its last 10%):
@@ -53,9 +53,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--out", type=Path, default=Path("runs/results"))
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--part", choices=("all", "wikitext", "shakespeare"), default="all")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.part in ("all", "wikitext"):
         base = wikitext_config(args.data, args.steps)
