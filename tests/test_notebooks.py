@@ -1,0 +1,39 @@
+"""Notebooks run headless through papermill at their default size; results are read back and checked."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_stored_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_walkthrough_runs_headless_and_compares_with_vanilla(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "walkthrough.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_walkthrough.ipynb"), str(out), kernel_name="python3",
+                               parameters={"interactive": False, "out_dir": str(tmp_path / "runs")},
+                               cwd=str(ROOT), progress_bar=False)
+    rows = json.loads((tmp_path / "runs" / "walkthrough_results.json").read_text())
+    assert [r["method"] for r in rows] == ["dlt", "vanilla"]
+    assert rows[0]["trainable_params"] < rows[1]["trainable_params"]
+    assert rows[1]["unique_blocks"] == 6 and rows[0]["val_ppl_mean"] < 40
+    assert (tmp_path / "runs" / "dlt" / "dashboard.html").is_file()
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert html.count("Plotly.newPlot") == 5  # the example map + the dashboard's four figures, as static pictures
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
