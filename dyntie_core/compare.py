@@ -65,14 +65,16 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
         label = run_label(method)
         for seed in seeds:
             run_dir = out_dir / label / f"seed{seed}"
+            cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
             summary_path = run_dir / SUMMARY
+            if summary_path.is_file() or latest_checkpoint(run_dir) is not None:
+                _check_same_config(run_dir, cfg)
             if summary_path.is_file():
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
             else:
                 if latest_checkpoint(run_dir) is not None:
                     trainer = Trainer.resume(run_dir, data=data)
                 else:
-                    cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
                     trainer = Trainer(cfg, run_dir=run_dir, data=data)
                 if on_trainer is not None:
                     on_trainer(trainer, f"{label} seed {seed}")
@@ -93,6 +95,18 @@ def against(trainer: Trainer, summary: dict[str, Any], methods: Sequence[MethodC
         other = Trainer(trainer.config.replace(method=method), run_dir=out_dir / run_label(method), data=trainer.data)
         rows.append(summarize(run_label(method), [other.run()]))
     return rows
+
+
+def _check_same_config(run_dir: Path, wanted: RunConfig) -> None:
+    """A run directory is reused only for the very same config (the vocabulary comes from the data)."""
+    stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    expected = wanted.to_dict()
+    expected["model"]["vocab_size"] = stored.get("model", {}).get("vocab_size")
+    if stored != expected:
+        diff = sorted(f"{sec}.{key}" for sec in expected for key in expected[sec]
+                      if stored.get(sec, {}).get(key) != expected[sec][key])
+        raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+                         "use another --out or delete that directory")
 
 
 def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

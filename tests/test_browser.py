@@ -84,7 +84,8 @@ def jupyter(tmp_path):
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'jupyter.log').read_text()[-2000:]}")
+                    log_text = (tmp_path / "jupyter.log").read_text()[-2000:]
+                    raise RuntimeError(f"JupyterLab did not start: {log_text}") from None
                 time.sleep(0.5)
         yield base, token
     finally:

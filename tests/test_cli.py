@@ -80,3 +80,10 @@ def test_compare_writes_markdown_and_csv(tmp_path):
     mtime = (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns
     assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 0
     assert (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns == mtime  # reused, not rerun
+
+
+def test_compare_refuses_to_reuse_a_run_with_another_config(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "4", "--out", str(out), *TINY]) == 0
+    assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 2
+    assert "different config (train.steps)" in capsys.readouterr().err
