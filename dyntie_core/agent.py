@@ -9,7 +9,6 @@ the paper preset; each extension is off until asked for.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import _from_dict
 from .events import DecisionEvent
 from .tying import TieMap, unique_blocks, validate_tie_map
 
@@ -71,11 +71,7 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown agent option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return _from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -124,13 +124,16 @@ def _directory_corpus(path: Path) -> Corpus:
         else:
             found["train"], found["valid"], found["test"] = split_90_5_5(found["test"])
             notices.append(f"{path}: only a test file; split it 90/5/5 into train/valid/test")
-    if "valid" not in found:
-        found["train"], found["valid"] = _cut(found["train"], 0.95)
-        notices.append(f"{path}: no validation split; using the last 5% of train")
-    if "test" not in found:
-        found["train"], found["test"] = _cut(found["train"], 0.95)
-        notices.append(f"{path}: no test split; using the last 5% of train")
+    _carve_from_train(found, str(path), notices)
     return Corpus(path.name, found["train"], found["valid"], found["test"], notices)
+
+
+def _carve_from_train(texts: dict[str, str], name: str, notices: list[str]) -> None:
+    """Fill a missing validation or test split with the last 5% of train, saying so."""
+    for split, what in (("valid", "validation"), ("test", "test")):
+        if split not in texts:
+            texts["train"], texts[split] = _cut(texts["train"], 0.95)
+            notices.append(f"{name}: no {what} split; using the last 5% of train")
 
 
 def corpus_from_hf(dataset: Any, name: str, text_column: str = "text") -> Corpus:
@@ -145,13 +148,8 @@ def corpus_from_hf(dataset: Any, name: str, text_column: str = "text") -> Corpus
         texts[split] = "".join(r if r.endswith("\n") else r + "\n" for r in rows)
     if "train" not in texts:
         raise DataError(f"hub dataset {name!r} has no train split (has: {list(dataset)})")
-    notices = []
-    if "valid" not in texts:
-        texts["train"], texts["valid"] = _cut(texts["train"], 0.95)
-        notices.append(f"{name}: no validation split; using the last 5% of train")
-    if "test" not in texts:
-        texts["train"], texts["test"] = _cut(texts["train"], 0.95)
-        notices.append(f"{name}: no test split; using the last 5% of train")
+    notices: list[str] = []
+    _carve_from_train(texts, name, notices)
     return Corpus(name, texts["train"], texts["valid"], texts["test"], notices)
 
 

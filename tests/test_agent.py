@@ -157,7 +157,7 @@ def test_random_fixed_draws_a_map_with_the_asked_unique_count():
     assert unique_blocks(policy.initial_tie_map(12)) == 3
     with pytest.raises(ValueError, match="needs n_unique"):
         make_policy(MethodConfig("random-fixed"), 12)
-    with pytest.raises(ValueError, match="unknown agent option"):
+    with pytest.raises(ValueError, match="unknown AgentConfig field"):
         make_policy(MethodConfig("dlt", options={"epsilon": 0.5}), 12)
 
 

@@ -43,4 +43,4 @@ def test_agent_options_from_the_command_line(tmp_path, capsys):
     assert [r["step"] for r in rows] == [0, 2, 4]
     assert main(["train", "--out", str(tmp_path / "bad"), "--method", "dlt", "--agent", "epsilon=0.3",
                  "--steps", "2", *TINY]) == 2
-    assert "unknown agent option" in capsys.readouterr().err
+    assert "unknown AgentConfig field" in capsys.readouterr().err
