@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,30 @@ def _parse_schedule(text: str) -> list[list[Any]]:
     return schedule
 
 
+class graceful_interrupt:  # noqa: N801 - used as a context manager
+    """First Ctrl-C: stop after the current step, then write the summary and a last checkpoint
+    (nothing is lost; ``--resume`` continues). A second Ctrl-C interrupts at once."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.hit = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit or self.trainer is None:
+            raise KeyboardInterrupt
+        self.hit = True
+        print("\ndyntie: stopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+        self.trainer.request_stop()
+
+    def __enter__(self) -> graceful_interrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
 def _parse_agent_options(items: list[str] | None) -> dict[str, Any]:
     """``["k_steps=4", "reward=loss-improvement"]`` -> options dict (values parsed as JSON when they can be)."""
     options: dict[str, Any] = {}
@@ -133,7 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for notice in trainer.notices:
         print(f"note: {notice}", file=sys.stderr)
     trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step, desc=trainer.config.method.name))
-    summary = trainer.run()
+    with graceful_interrupt(trainer):
+        summary = trainer.run()
     print(json.dumps({k: summary[k] for k in ("method", "steps", "best_val_ppl", "test_ppl", "trainable_params",
                                                 "unique_blocks", "tie_map", "tokens_per_s")}, indent=2))
     print(f"run directory: {args.out}")
@@ -151,11 +177,16 @@ def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: 
                    for m in methods]
 
     def attach(trainer: Any, label: str) -> None:
+        if interrupt.hit:
+            raise KeyboardInterrupt  # do not start the next run after a Ctrl-C
         for notice in trainer.notices:
             print(f"note: {notice}", file=sys.stderr)
         trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step, desc=label))
+        interrupt.trainer = trainer
 
-    rows = run_comparison(config, methods, seeds, out, on_trainer=attach)
+    interrupt = graceful_interrupt(None)
+    with interrupt:
+        rows = run_comparison(config, methods, seeds, out, on_trainer=attach)
     print(markdown_table(rows))
     print(f"tables: {out / 'comparison.md'}, {out / 'comparison.csv'}; plot: {out / 'pareto.html'}")
     return rows
@@ -259,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, ValueError) as exc:
         print(f"dyntie: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("dyntie: interrupted; finished runs and checkpoints are kept (rerun to resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

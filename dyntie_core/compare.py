@@ -69,9 +69,8 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
             summary_path = run_dir / SUMMARY
             if summary_path.is_file() or latest_checkpoint(run_dir) is not None:
                 _check_same_config(run_dir, cfg)
-            if summary_path.is_file():
-                summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            else:
+            summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+            if summary is None or summary.get("stopped_early"):
                 if latest_checkpoint(run_dir) is not None:
                     trainer = Trainer.resume(run_dir, data=data)
                 else:

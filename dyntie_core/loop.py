@@ -96,6 +96,8 @@ class Trainer:
         trainer.load_checkpoint(ckpt)
         trainer.run_dir = run_dir
         trainer.logger = RunLogger(run_dir, resume_step=trainer.step)
+        if steps is not None:
+            trainer.logger.write_config(trainer.config)
         trainer.bus.subscribe(trainer.logger)
         return trainer
 

@@ -58,7 +58,7 @@ class RunLogger:
         """A fresh run: write the config, the tokenizer (when it can be saved) and the initial map."""
         for name in (METRICS, TIE_MAPS, DECISIONS, SUMMARY):
             (self.run_dir / name).unlink(missing_ok=True)
-        write_json(self.run_dir / CONFIG, config.to_dict())
+        self.write_config(config)
         tok = getattr(data.tokenizer, "tok", None)
         if tok is not None:
             tok.save(str(self.run_dir / "tokenizer.json"))
@@ -66,6 +66,9 @@ class RunLogger:
                                                 "vocab_size": data.vocab_size, "notices": data.notices,
                                                 "tokens": {s: len(data.split(s)) for s in ("train", "valid", "test")}})
         self._append(TIE_MAPS, {"step": 0, "tie_map": list(tie_map), "reason": "initial"})
+
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.run_dir / CONFIG, config.to_dict())
 
     def _keep(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
         path = self.run_dir / name

@@ -87,3 +87,29 @@ def test_compare_refuses_to_reuse_a_run_with_another_config(tmp_path, capsys):
     assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "4", "--out", str(out), *TINY]) == 0
     assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 2
     assert "different config (train.steps)" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_gracefully_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dyntie_core.cli", "train", "--out", str(out), "--steps", "100000",
+                             *TINY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopping after this step" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_early"] and 0 < summary["steps"] < 100000
+    assert (out / "checkpoints" / "last.safetensors").is_file()
+    assert main(["train", "--out", str(out), "--resume", "--steps", str(summary["steps"] + 3)]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == summary["steps"] + 3
