@@ -210,7 +210,7 @@ def cmd_plot_ties(args: argparse.Namespace) -> int:
 
 
 def demo_config() -> RunConfig:
-    """About three minutes on 2 CPU cores: 6 blocks of width 128 on Python's own documentation."""
+    """About 2.5 minutes on 2 CPU cores: 6 blocks of width 128 on Python's own documentation."""
     return RunConfig(
         model=GPTConfig(n_layer=6, n_head=4, n_embd=128, block_size=64, dropout=0.0),
         train=TrainConfig(steps=480, batch_size=16, lr=2e-3, min_lr=2e-4, lr_schedule="cosine", warmup_steps=50,
@@ -274,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot_ties)
 
     demo = sub.add_parser("demo", help="the offline demo: vanilla vs DLT vs its random-fixed control, "
-                          "about three minutes on 2 cores")
+                          "about 2.5 minutes on 2 cores")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     demo.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
     demo.set_defaults(func=cmd_demo)

@@ -121,10 +121,9 @@ class TrainConfig:
     checkpoint_interval: int = 0
     seed: int = 1337
     device: str = "cpu"
-    log_interval: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_interval", "eval_tokens", "log_interval"):
+        for name in ("steps", "batch_size", "eval_interval", "eval_tokens"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
         for name in ("warmup_steps", "checkpoint_interval"):
