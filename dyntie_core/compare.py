@@ -44,7 +44,11 @@ def parse_methods(spec: str, default_n_unique: int | None = None) -> list[Method
 
 
 def run_label(method: MethodConfig) -> str:
-    return method.name + (f"-{method.n_unique}" if method.n_unique is not None else "")
+    """``cycle-3``, ``dlt``, ``dlt[reward=loss-improvement]``: runs that differ get different labels."""
+    label = method.name + (f"-{method.n_unique}" if method.n_unique is not None else "")
+    if method.options:
+        label += "[" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + "]"
+    return label
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

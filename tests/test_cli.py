@@ -113,3 +113,13 @@ def test_ctrl_c_stops_gracefully_and_the_run_resumes(tmp_path):
     assert (out / "checkpoints" / "last.safetensors").is_file()
     assert main(["train", "--out", str(out), "--resume", "--steps", str(summary["steps"] + 3)]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == summary["steps"] + 3
+
+
+def test_runs_that_differ_in_agent_options_get_their_own_label():
+    from dyntie_core import MethodConfig
+    from dyntie_core.compare import run_label
+
+    assert run_label(MethodConfig("dlt")) == "dlt"
+    assert run_label(MethodConfig("cycle", n_unique=3)) == "cycle-3"
+    assert run_label(MethodConfig("dlt", options={"reward": "loss-improvement", "k_steps": 2})) == \
+        "dlt[k_steps=2,reward=loss-improvement]"
