@@ -71,11 +71,12 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
             run_dir = out_dir / label / f"seed{seed}"
             cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
             summary_path = run_dir / SUMMARY
-            if summary_path.is_file() or latest_checkpoint(run_dir) is not None:
+            checkpoint = latest_checkpoint(run_dir)
+            if summary_path.is_file() or checkpoint is not None:
                 _check_same_config(run_dir, cfg)
             summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
             if summary is None or summary.get("stopped_early"):
-                if latest_checkpoint(run_dir) is not None:
+                if checkpoint is not None:
                     trainer = Trainer.resume(run_dir, data=data)
                 else:
                     trainer = Trainer(cfg, run_dir=run_dir, data=data)

@@ -335,6 +335,14 @@ def load_data(config: DataConfig, block_size: int) -> TokenData:
     return tokenize(corpus, build_tokenizer(corpus, config), block_size)
 
 
+def sample_windows(tokens: torch.Tensor, batch_size: int, block_size: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of ``block_size`` tokens and their next-token targets."""
+    starts = torch.randint(0, len(tokens) - block_size, (batch_size,), generator=generator)
+    idx = starts[:, None] + torch.arange(block_size)
+    return tokens[idx], tokens[idx + 1]
+
+
 class BatchSampler:
     """Random training windows from one token split, with a checkpointable generator."""
 
@@ -345,12 +353,7 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        hi = len(self.tokens) - self.block_size - 1
-        starts = torch.randint(0, hi + 1, (self.batch_size,), generator=self.generator)
-        offsets = torch.arange(self.block_size)
-        x = self.tokens[starts[:, None] + offsets]
-        y = self.tokens[starts[:, None] + offsets + 1]
-        return x, y
+        return sample_windows(self.tokens, self.batch_size, self.block_size, self.generator)
 
     def state(self) -> torch.Tensor:
         return self.generator.get_state()

@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .data import BatchSampler, TokenData, eval_windows, load_data
+from .data import BatchSampler, TokenData, eval_windows, load_data, sample_windows
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
 from .memory import measure_memory, predict_memory
 from .model import TieChange, TiedGPT
@@ -126,11 +126,8 @@ class Trainer:
     @torch.no_grad()
     def batch_loss(self, split: str, generator: torch.Generator) -> float:
         """Cross-entropy of the model (eval mode) on one random batch of ``split`` drawn with ``generator``."""
-        tokens = self.data.split(split)
-        block, batch = self.config.model.block_size, self.config.train.batch_size
-        starts = torch.randint(0, len(tokens) - block, (batch,), generator=generator)
-        offsets = torch.arange(block)
-        x, y = tokens[starts[:, None] + offsets], tokens[starts[:, None] + offsets + 1]
+        x, y = sample_windows(self.data.split(split), self.config.train.batch_size, self.config.model.block_size,
+                              generator)
         was_training = self.model.training
         self.model.eval()
         _, loss = self.model(x.to(self.device), y.to(self.device))
