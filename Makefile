@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/dyntie demo --out runs/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dyntie_core widgets tests benchmarks experiments
+	$(VENV)/bin/ruff check dyntie_core widgets tests benchmarks experiments notebooks/*.py
 
 test: lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+# notebooks/*.py (jupytext percent format) are the sources; this rewrites their paired .ipynb
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

@@ -13,7 +13,7 @@ import argparse
 import statistics
 import sys
 
-from dyntie_core import MethodConfig
+from dyntie_core import AgentConfig, MethodConfig
 from dyntie_core.policies import make_policy
 from dyntie_core.tying import unique_blocks
 
@@ -30,7 +30,7 @@ class ConstantHost:
 
 
 def run(method: str, n_layer: int, sweeps: int, seed: int, ce: float) -> list[int]:
-    policy = make_policy(MethodConfig(method, options={"k_steps": 1}), n_layer, seed)
+    policy = make_policy(MethodConfig(method, agent=AgentConfig(k_steps=1)), n_layer, seed)
     host = ConstantHost(n_layer, ce)
     counts = []
     for _ in range(sweeps):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .fileio import atomic_path
+
 FORMAT = "dyntie-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: training counters under state['train_state'], optimizer state keyed by parameter name
 
 
 class CheckpointError(RuntimeError):
@@ -51,16 +52,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | Path, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write atomically: ``state`` as JSON metadata, ``tensors`` as safetensors."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(state), "sha256": _digest(clean)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -86,13 +81,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable state metadata ({exc})") from None
     return Checkpoint(state=state, tensors=tensors)
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The ``last`` checkpoint of a run directory, else the highest-step periodic one."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    last = ckpt_dir / "last.safetensors"
-    if last.is_file():
-        return last
-    periodic = sorted(ckpt_dir.glob("step_*.safetensors"))
-    return periodic[-1] if periodic else None

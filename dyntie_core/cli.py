@@ -8,80 +8,108 @@ import json
 import os
 import signal
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, DataConfig, GPTConfig, MethodConfig, RunConfig, TrainConfig
+from .config import (
+    SECTIONS,
+    AgentConfig,
+    ConfigError,
+    RunConfig,
+    merge_config_dicts,
+    read_json_object,
+)
 from .data import DataError
-from .policies import available_methods
-
-# (flag, section, field, type, help)
-MODEL_OPTS = [
-    ("--n-layer", "model", "n_layer", int, "number of transformer blocks L"),
-    ("--n-head", "model", "n_head", int, "attention heads per block"),
-    ("--n-embd", "model", "n_embd", int, "model width"),
-    ("--block-size", "model", "block_size", int, "context length in tokens"),
-    ("--dropout", "model", "dropout", float, "dropout probability"),
-    ("--tie-mode", "model", "tie_mode", str, "follow: tied positions run the root's weights as constants (the "
-     "paper's code); share: gradients from all positions are summed into the root (ALBERT-style)"),
-]
-TRAIN_OPTS = [
-    ("--steps", "train", "steps", int, "optimizer steps"),
-    ("--batch-size", "train", "batch_size", int, "sequences per step"),
-    ("--lr", "train", "lr", float, "peak AdamW learning rate"),
-    ("--min-lr", "train", "min_lr", float, "final learning rate of the cosine schedule"),
-    ("--lr-schedule", "train", "lr_schedule", str, "constant or cosine"),
-    ("--warmup-steps", "train", "warmup_steps", int, "linear warmup steps"),
-    ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay (matrices only)"),
-    ("--beta2", "train", "beta2", float, "AdamW beta2"),
-    ("--grad-clip", "train", "grad_clip", float, "gradient-norm clip (0 disables)"),
-    ("--eval-interval", "train", "eval_interval", int, "steps between validation evaluations"),
-    ("--eval-tokens", "train", "eval_tokens", int, "validation tokens per evaluation (contiguous windows)"),
-    ("--checkpoint-interval", "train", "checkpoint_interval", int, "steps between periodic checkpoints (0: only "
-     "best and last)"),
-    ("--seed", "train", "seed", int, "random seed (model init, batches, dropout, policies)"),
-    ("--device", "train", "device", str, "torch device, e.g. cpu or cuda"),
-]
-DATA_OPTS = [
-    ("--dataset", "data", "dataset", str, "pydoc (offline default), a .txt file, a directory with train/valid/test "
-     "files, or a hub name (wikitext-2, wikitext-103, lambada, lm1b, tiny-shakespeare)"),
-    ("--tokenizer", "data", "tokenizer", str, "char, bpe (byte-level BPE trained on the training split) or gpt2"),
-    ("--vocab-size", "data", "bpe_vocab_size", int, "BPE vocabulary size"),
-    ("--tokenizer-path", "data", "tokenizer_path", str, "local GPT-2 tokenizer.json (for --tokenizer gpt2)"),
-    ("--cache-dir", "data", "cache_dir", str, "where trained tokenizers are cached"),
-]
-ALL_OPTS = MODEL_OPTS + TRAIN_OPTS + DATA_OPTS
-SECTION_CLASSES = {"model": GPTConfig, "train": TrainConfig, "data": DataConfig}
+from .policies import METHODS, available_methods, check_method
+from .presets import PRESETS, get_preset, preset_config
+from .rundir import RunDir
 
 
-def _defaults(section: str, name: str) -> Any:
-    return getattr(SECTION_CLASSES[section](), name)
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One command-line option generated from a config field's metadata."""
+
+    flag: str
+    section: str
+    name: str
+    type: Any
+    help: str
+    default: Any
+
+
+def _flags(section: str, cls: type) -> list[Flag]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kind = hints[f.name]
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # str | None -> str
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        out.append(Flag(flag, section, f.name, kind, f.metadata["help"], f.default))
+    return out
+
+
+RUN_FLAGS = [flag for section in ("model", "train", "data") for flag in _flags(section, SECTIONS[section])]
+AGENT_FIELDS = {f.name: f.metadata["help"] for f in dataclasses.fields(AgentConfig)}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="a config.json (e.g. from a run directory) to start from; "
-                   "options given on the command line override it")
-    p.add_argument("--preset", help="model shape preset: " + ", ".join(
-        ["debug", "small", "nanogpt-shakespeare-cpu", "gpt2", "paper-gpt2-48", "paper-gpt2-12", "bert-base"]))
-    for title, opts in (("model", MODEL_OPTS), ("training", TRAIN_OPTS), ("data", DATA_OPTS)):
-        group = p.add_argument_group(title)
-        for flag, section, name, typ, text in opts:
-            group.add_argument(flag, type=typ, default=None,
-                               help=f"{text} (default: {_defaults(section, name)})")
+    p.add_argument("--config", type=Path, help="a config.json (e.g. from a run directory, or a partial one) to "
+                   "start from")
+    p.add_argument("--preset", metavar="NAME", help="a named recipe, model and training (listed below)")
+    p.add_argument("--method", help="tie policy (listed below; default: vanilla)")
+    p.add_argument("--n-unique", type=int, help="unique blocks, for the methods that take it (" + ", ".join(
+        n for n, spec in METHODS.items() if spec.n_unique == "required") + ")")
+    p.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent setting for dlt and random, "
+                   "repeatable; defaults are the paper preset. Keys: " + "; ".join(
+                       f"{k}: {v}" for k, v in AGENT_FIELDS.items()))
+    titles = {"model": "model", "train": "training", "data": "data"}
+    groups = {s: p.add_argument_group(t) for s, t in titles.items()}
+    for f in RUN_FLAGS:
+        if f.type is bool:
+            groups[f.section].add_argument(f.flag, action=argparse.BooleanOptionalAction, default=None,
+                                           help=f"{f.help} (default: {f.default})")
+        else:
+            groups[f.section].add_argument(f.flag, type=f.type, default=None, help=f"{f.help} (default: {f.default})")
+
+
+def _listing(title: str, items: dict[str, str]) -> str:
+    width = max(map(len, items)) + 2
+    return f"{title}:\n" + "\n".join(f"  {name:<{width}}{text}" for name, text in items.items())
+
+
+EPILOG = "\n\n".join([_listing("methods", {n: s.help for n, s in METHODS.items()}),
+                       _listing("presets", {n: p.description for n, p in PRESETS.items()})])
+PRECEDENCE = "Settings are taken, highest first, from explicit options, then the --config file, then --preset, " \
+             "then the defaults shown."
+
+
+def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
+    layer: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "data": {}, "method": {}}
+    for f in RUN_FLAGS:
+        value = getattr(args, f.flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            layer[f.section][f.name] = value
+    if args.method is not None:
+        layer["method"]["name"] = args.method
+    if args.n_unique is not None:
+        layer["method"]["n_unique"] = args.n_unique
+    if getattr(args, "schedule", None):
+        layer["method"]["schedule"] = _parse_schedule(args.schedule)
+    agent = _parse_agent_options(args.agent)
+    if agent:
+        layer["method"]["agent"] = agent
+    return layer
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """Dataclass defaults <- preset <- --config file <- explicit command-line options."""
-    config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
-    if args.preset:
-        config = config.replace(model=GPTConfig.from_name(args.preset))
-    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTION_CLASSES}
-    for flag, section, name, _typ, _text in ALL_OPTS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            sections[section][name] = value
-    return config.replace(**{s: dataclasses.replace(getattr(config, s), **kw) for s, kw in sections.items()})
+    """Explicit options > ``--config`` file > ``--preset`` > dataclass defaults, merged key by key."""
+    preset = get_preset(args.preset).sections if args.preset else {}
+    from_file = read_json_object(args.config, "config file") if args.config else {}
+    return RunConfig.from_dict(merge_config_dicts(preset, from_file, _flag_layer(args)))
 
 
 def _parse_schedule(text: str) -> list[list[Any]]:
@@ -133,10 +161,20 @@ def _parse_agent_options(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key] = value
     if options:
-        from .agent import AgentConfig
-
         AgentConfig.from_dict(options)  # reject unknown keys and bad values now, not mid-run
     return options
+
+
+def _check_fresh_out(out: Path, force: bool) -> None:
+    """A fresh run never silently replaces another: a finished or resumable run needs --force."""
+    run = RunDir(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if force or not run.holds_run():
+        return
+    if run.read_summary() is not None:
+        raise ConfigError(f"{out} already holds a finished run; use --force to overwrite or --resume")
+    raise ConfigError(f"{out} holds an unfinished run; use --resume to continue it or --force to start over")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -147,13 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(args.out, steps=args.steps)
     else:
         config = build_config(args)
-        method = MethodConfig(name=args.method or config.method.name,
-                              n_unique=args.n_unique if args.n_unique is not None else config.method.n_unique,
-                              schedule=_parse_schedule(args.schedule) if args.schedule else config.method.schedule,
-                              options=_parse_agent_options(args.agent) or config.method.options)
-        config = config.replace(method=method)
-        if args.out.exists() and (args.out / "summary.json").exists() and not args.force:
-            raise ConfigError(f"{args.out} already holds a finished run; use --force to overwrite or --resume")
+        check_method(config.method)
+        _check_fresh_out(args.out, args.force)
         trainer = Trainer(config, run_dir=args.out)
     for notice in trainer.notices:
         print(f"note: {notice}", file=sys.stderr)
@@ -166,15 +199,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int], out: Path,
-             agent_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int],
+             out: Path) -> list[dict[str, Any]]:
     from .compare import markdown_table, parse_methods, run_comparison
     from .progress import ProgressBar
 
-    methods = parse_methods(methods_spec, n_unique)
-    if agent_options:
-        methods = [dataclasses.replace(m, options=dict(agent_options)) if m.name in ("dlt", "random") else m
-                   for m in methods]
+    methods = parse_methods(methods_spec, n_unique, agent=config.method.agent)
 
     def attach(trainer: Any, label: str) -> None:
         if interrupt.hit:
@@ -193,8 +223,11 @@ def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [build_config(args).train.seed]
-    _compare(build_config(args), args.methods, args.n_unique, seeds, args.out, _parse_agent_options(args.agent))
+    if args.method is not None:
+        raise ConfigError("compare takes --methods (a list), not --method")
+    config = build_config(args)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.train.seed]
+    _compare(config, args.methods, args.n_unique, seeds, args.out)
     return 0
 
 
@@ -209,25 +242,16 @@ def cmd_plot_ties(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_config() -> RunConfig:
-    """About 2.5 minutes on 2 CPU cores: 6 blocks of width 128 on Python's own documentation."""
-    return RunConfig(
-        model=GPTConfig(n_layer=6, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-        train=TrainConfig(steps=480, batch_size=16, lr=2e-3, min_lr=2e-4, lr_schedule="cosine", warmup_steps=50,
-                          eval_interval=80, eval_tokens=8192, seed=1337),
-        data=DataConfig(dataset="pydoc", tokenizer="bpe", bpe_vocab_size=2048),
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .compare import markdown_table
     from .plots import tie_history_html
 
     print("dyntie demo: vanilla vs the DLT agent (paper preset, K=4) vs a random fixed map with the agent's final "
           "number of unique blocks, on Python's bundled docs; offline, CPU.", file=sys.stderr)
-    rows = _compare(demo_config(), "vanilla,dlt", None, [args.seed], args.out)
+    config = preset_config("demo", train={"seed": args.seed})
+    rows = _compare(config, "vanilla,dlt", None, [args.seed], args.out)
     n_unique = round(next(r["unique_blocks"] for r in rows if r["method"] == "dlt"))
-    rows += _compare(demo_config(), f"random-fixed:{n_unique}", None, [args.seed], args.out / "control")
+    rows += _compare(config, f"random-fixed:{n_unique}", None, [args.seed], args.out / "control")
     (args.out / "demo.md").write_text(markdown_table(rows), encoding="utf-8")
     print("\nAll three, same data, model, steps and seed:\n" + markdown_table(rows))
     print(f"tie-map history of the agent: {tie_history_html(args.out / 'dlt' / f'seed{args.seed}')}")
@@ -240,31 +264,26 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     methods = ", ".join(available_methods())
 
-    train = sub.add_parser("train", help="train one run into a run directory",
+    train = sub.add_parser("train", help="train one run into a run directory", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Train one model; writes config.json, metrics.jsonl, tie_maps.jsonl, "
-                           "summary.json and checkpoints/ into --out.")
+                           "summary.json and checkpoints/ into --out. " + PRECEDENCE)
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--method", help=f"tie policy: {methods} (default: vanilla)")
-    train.add_argument("--n-unique", type=int, help="unique blocks for sequence, cycle, cycle-rev, random-fixed")
     train.add_argument("--schedule", help="for --method manual: JSON [[step, tie_map], ...] or a JSON file")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
                        "(other options are read from its config.json; --steps may extend the budget)")
-    train.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
-    train.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent option for dlt/random, "
-                       "repeatable (e.g. k_steps=4, reward=loss-improvement, reward_split=valid, param_penalty=0.5, "
-                       "replay_size=1000); defaults are the paper preset")
+    train.add_argument("--force", action="store_true", help="replace a run (finished or not) in --out")
     _add_run_options(train)
     train.set_defaults(func=cmd_train)
 
     compare = sub.add_parser("compare", help="run several methods with the same data, config, budget and seeds",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                              description="Runs each method (and seed) into OUT/<method>/seed<seed>; finished runs "
-                             "are reused and interrupted ones resumed. Writes comparison.md and comparison.csv.")
+                             "are reused and interrupted ones resumed. Writes comparison.md and comparison.csv. "
+                             + PRECEDENCE)
     compare.add_argument("--methods", required=True, help=f"comma-separated, name or name:n_unique ({methods})")
-    compare.add_argument("--n-unique", type=int, help="default unique blocks for schemes that need it")
     compare.add_argument("--seeds", help="comma-separated seeds (default: --seed)")
     compare.add_argument("--out", type=Path, required=True, help="output directory")
-    compare.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent option applied to dlt and "
-                         "random runs, repeatable")
     _add_run_options(compare)
     compare.set_defaults(func=cmd_compare)
 

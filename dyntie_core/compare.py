@@ -5,39 +5,42 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import latest_checkpoint
-from .config import MethodConfig, RunConfig
+from .config import AgentConfig, MethodConfig, RunConfig
 from .data import TokenData, load_data
 from .loop import Trainer
 from .memory import format_bytes
 from .plots import pareto_html
-from .runlog import SUMMARY
+from .policies import check_method, method_spec
+from .rundir import RunDir
 
 COLUMNS = ("method", "seeds", "val_ppl_mean", "val_ppl_std", "test_ppl_mean", "test_ppl_std", "trainable_params",
            "unique_blocks", "model_state_bytes", "tokens_per_s", "wall_s")
 
 
-def parse_methods(spec: str, default_n_unique: int | None = None) -> list[MethodConfig]:
-    """``"vanilla,cycle:3,all-shared"`` -> method configs (``name:n_unique``)."""
+def parse_methods(spec: str, default_n_unique: int | None = None,
+                  agent: AgentConfig | None = None) -> list[MethodConfig]:
+    """``"vanilla,cycle:3,dlt"`` -> method configs. ``name:n`` sets a method's unique-block count;
+    ``default_n_unique`` applies to the methods that need one; ``agent`` configures the agent methods."""
     methods = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
         name, _, n = item.partition(":")
         try:
-            n_unique = int(n) if n else default_n_unique
+            explicit = int(n) if n else None
         except ValueError:
             raise ValueError(f"bad method spec {item!r}: expected name or name:n_unique") from None
-        if name in ("vanilla", "all-shared", "mirror"):
-            n_unique = int(n) if n else None
-        methods.append(MethodConfig(name=name, n_unique=n_unique))
+        kind = method_spec(name)
+        n_unique = explicit if explicit is not None else (default_n_unique if kind.n_unique == "required" else None)
+        method = MethodConfig(name=name, n_unique=n_unique, agent=agent if kind.agent and agent else AgentConfig())
+        check_method(method)
+        methods.append(method)
     if not methods:
         raise ValueError("no methods given")
     return methods
@@ -46,8 +49,9 @@ def parse_methods(spec: str, default_n_unique: int | None = None) -> list[Method
 def run_label(method: MethodConfig) -> str:
     """``cycle-3``, ``dlt``, ``dlt[reward=loss-improvement]``: runs that differ get different labels."""
     label = method.name + (f"-{method.n_unique}" if method.n_unique is not None else "")
-    if method.options:
-        label += "[" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + "]"
+    changed = method.agent.changed() if method_spec(method.name).agent else {}
+    if changed:
+        label += "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
     return label
 
 
@@ -68,18 +72,17 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
     for method in methods:
         label = run_label(method)
         for seed in seeds:
-            run_dir = out_dir / label / f"seed{seed}"
+            run = RunDir(out_dir / label / f"seed{seed}")
             cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
-            summary_path = run_dir / SUMMARY
-            checkpoint = latest_checkpoint(run_dir)
-            if summary_path.is_file() or checkpoint is not None:
-                _check_same_config(run_dir, cfg)
-            summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+            summary = run.read_summary()
+            checkpoint = run.latest_checkpoint()
+            if summary is not None or checkpoint is not None:
+                _check_same_config(run, cfg)
             if summary is None or summary.get("stopped_early"):
                 if checkpoint is not None:
-                    trainer = Trainer.resume(run_dir, data=data)
+                    trainer = Trainer.resume(run.path, data=data)
                 else:
-                    trainer = Trainer(cfg, run_dir=run_dir, data=data)
+                    trainer = Trainer(cfg, run_dir=run.path, data=data)
                 if on_trainer is not None:
                     on_trainer(trainer, f"{label} seed {seed}")
                 summary = trainer.run()
@@ -101,15 +104,15 @@ def against(trainer: Trainer, summary: dict[str, Any], methods: Sequence[MethodC
     return rows
 
 
-def _check_same_config(run_dir: Path, wanted: RunConfig) -> None:
+def _check_same_config(run: RunDir, wanted: RunConfig) -> None:
     """A run directory is reused only for the very same config (the vocabulary comes from the data)."""
-    stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    stored = run.read_config().to_dict()
     expected = wanted.to_dict()
     expected["model"]["vocab_size"] = stored.get("model", {}).get("vocab_size")
     if stored != expected:
         diff = sorted(f"{sec}.{key}" for sec in expected for key in expected[sec]
                       if stored.get(sec, {}).get(key) != expected[sec][key])
-        raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+        raise ValueError(f"{run.path} holds a run with a different config ({', '.join(diff)}); "
                          "use another --out or delete that directory")
 
 

@@ -1,23 +1,30 @@
 """Configuration dataclasses.
 
 Every run is described by plain dataclasses that round-trip through JSON, so a run
-directory's ``config.json`` is enough to rebuild the run exactly.
+directory's ``config.json`` is enough to rebuild the run exactly. Each field carries a
+``help`` text in its metadata: the CLI builds its flags and ``--help`` from it, so an
+option is described once, here. Named recipes (the paper's, nanoGPT's CPU one, the demo)
+live in ``presets.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound="Serializable")
 
 TIE_MODES = ("follow", "share")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 NORM_POSITIONS = ("pre", "post")
 LR_SCHEDULES = ("constant", "cosine")
+TOKENIZERS = ("char", "bpe", "gpt2")
+REWARDS = ("clipped-ppl", "loss-improvement")
+REWARD_SPLITS = ("train", "valid")
 
 
 class ConfigError(ValueError):
@@ -29,18 +36,54 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a dataclass from a dict, rejecting unknown keys (typos must not pass silently)."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
-    return cls(**data)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", flag: str | None = None,
+           **kwargs: Any) -> Any:
+    """A dataclass field with a help text (and optionally its own CLI flag name)."""
+    metadata = {"help": help} | ({"flag": flag} if flag else {})
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+class Serializable:
+    """``to_dict``/``from_dict`` for config dataclasses: nested sections, unknown keys rejected
+    (a typo in a config file must not pass silently)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Hook for reading configs written by older versions."""
+        return data
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        data = cls._upgrade(dict(data))
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            kind = hints[key]
+            if isinstance(kind, type) and issubclass(kind, Serializable):
+                value = kind.from_dict(value)
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{cls.__name__}: {exc}") from None
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Serializable):
     """Shape of the transformer and how tied blocks behave.
 
     ``tie_mode``: "follow" (tied positions run the root's weights as constants: the
@@ -48,22 +91,22 @@ class GPTConfig:
     summed into the root).
     """
 
-    n_layer: int = 12
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 128
-    vocab_size: int = 4096
-    dropout: float = 0.0
-    bias: bool = True
-    tie_mode: str = "follow"
-    activation: str = "gelu"
-    norm_position: str = "pre"
+    n_layer: int = option(12, "number of transformer blocks L")
+    n_head: int = option(4, "attention heads per block")
+    n_embd: int = option(128, "model width")
+    block_size: int = option(128, "context length in tokens")
+    vocab_size: int = 4096  # set from the tokenizer by the loop, so not a flag
+    dropout: float = option(0.0, "dropout probability")
+    bias: bool = option(True, "biases in linear layers and LayerNorms")
+    tie_mode: str = option("follow", "follow: tied positions run the root's weights as constants (the paper's "
+                           "code); share: gradients from all positions are summed into the root (ALBERT-style)")
+    activation: str = option("gelu", "MLP activation: gelu or gelu_tanh (GPT-2's approximation)")
+    norm_position: str = option("pre", "pre (GPT-2) or post (BERT-shaped) LayerNorm")
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                   f"GPTConfig.{name} must be a positive int, got {value!r}")
+            _check(_is_int(value) and value > 0, f"GPTConfig.{name} must be a positive int, got {value!r}")
         _check(self.n_embd % self.n_head == 0,
                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         _check(0.0 <= self.dropout < 1.0, f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
@@ -73,62 +116,38 @@ class GPTConfig:
         _check(self.norm_position in NORM_POSITIONS,
                f"GPTConfig.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
 
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
-        """Named shapes: the paper's GPT-2 runs, a BERT-base-shaped variant, and small debug sizes."""
-        presets: dict[str, dict[str, Any]] = {
-            "debug": dict(n_layer=4, n_head=2, n_embd=32, block_size=32, vocab_size=256),
-            "small": dict(n_layer=12, n_head=4, n_embd=128, block_size=128, vocab_size=4096),
-            "nanogpt-shakespeare-cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64,
-                                            vocab_size=65, dropout=0.0),
-            "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257,
-                         activation="gelu_tanh"),
-            "paper-gpt2-48": dict(n_layer=48, n_head=16, n_embd=1600, block_size=256,
-                                  vocab_size=50257, dropout=0.2),
-            "paper-gpt2-12": dict(n_layer=12, n_head=16, n_embd=1600, block_size=256,
-                                  vocab_size=50257, dropout=0.2),
-            "bert-base": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=30522,
-                              dropout=0.1, norm_position="post"),
-        }
-        if name not in presets:
-            raise ConfigError(f"unknown model preset {name!r}; choose from {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        return _from_dict(cls, data)
-
 
 @dataclass
-class TrainConfig:
-    """Optimisation and evaluation settings (defaults follow the paper's constant-LR AdamW)."""
+class TrainConfig(Serializable):
+    """Optimisation and evaluation settings.
 
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 100
-    eval_tokens: int = 65536
-    checkpoint_interval: int = 0
-    seed: int = 1337
-    device: str = "cpu"
+    The defaults are a CPU-scale recipe (lr 1e-3), not the paper's: the paper trained with
+    AdamW lr 1e-4, constant; its recipes are in ``presets.py`` (``--preset paper-gpt2-48``).
+    """
+
+    steps: int = option(1000, "optimizer steps")
+    batch_size: int = option(16, "sequences per step")
+    lr: float = option(1e-3, "peak AdamW learning rate")
+    min_lr: float = option(1e-4, "final learning rate of the cosine schedule")
+    lr_schedule: str = option("constant", "constant or cosine")
+    warmup_steps: int = option(0, "linear warmup steps")
+    weight_decay: float = option(0.01, "AdamW weight decay (matrices only)")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.99, "AdamW beta2")
+    grad_clip: float = option(1.0, "gradient-norm clip (0 disables)")
+    eval_interval: int = option(100, "steps between validation evaluations")
+    eval_tokens: int = option(65536, "validation tokens per evaluation (contiguous windows)")
+    checkpoint_interval: int = option(0, "steps between periodic checkpoints (0: only best and last)")
+    seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_interval", "eval_tokens"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
+            _check(_is_int(value) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
         for name in ("warmup_steps", "checkpoint_interval"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an int >= 0, got {value!r}")
+            _check(_is_int(value) and value >= 0, f"TrainConfig.{name} must be an int >= 0, got {value!r}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
         _check(self.lr_schedule in LR_SCHEDULES,
@@ -136,16 +155,9 @@ class TrainConfig:
         _check(self.grad_clip >= 0, f"TrainConfig.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "TrainConfig.beta1/beta2 must be in [0, 1)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, data)
-
 
 @dataclass
-class DataConfig:
+class DataConfig(Serializable):
     """Where the text comes from and how it becomes tokens.
 
     ``dataset``: "pydoc" (bundled with Python, always offline), a local path, or a hub name.
@@ -153,50 +165,91 @@ class DataConfig:
     (needs a local ``tokenizer.json``, see ``tokenizer_path``).
     """
 
-    dataset: str = "pydoc"
-    tokenizer: str = "bpe"
-    bpe_vocab_size: int = 4096
-    tokenizer_path: str | None = None
-    cache_dir: str = "data/cache"
+    dataset: str = option("pydoc", "pydoc (offline default), a .txt file, a directory with train/valid/test "
+                          "files, or a hub name (wikitext-2, wikitext-103, lambada, lm1b, tiny-shakespeare)")
+    tokenizer: str = option("bpe", "char, bpe (byte-level BPE trained on the training split) or gpt2")
+    bpe_vocab_size: int = option(4096, "BPE vocabulary size", flag="--vocab-size")
+    tokenizer_path: str | None = option(None, "local GPT-2 tokenizer.json (for --tokenizer gpt2)")
+    cache_dir: str = option("data/cache", "where trained tokenizers are cached")
 
     def __post_init__(self) -> None:
-        _check(self.tokenizer in ("char", "bpe", "gpt2"),
+        _check(self.tokenizer in TOKENIZERS,
                f"DataConfig.tokenizer must be 'char', 'bpe' or 'gpt2', got {self.tokenizer!r}")
-        _check(isinstance(self.bpe_vocab_size, int) and self.bpe_vocab_size >= 260,
+        _check(_is_int(self.bpe_vocab_size) and self.bpe_vocab_size >= 260,
                f"DataConfig.bpe_vocab_size must be an int >= 260 (256 bytes + specials), got {self.bpe_vocab_size!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        return _from_dict(cls, data)
 
 
 @dataclass
-class MethodConfig:
-    """Which tie policy drives the run.
+class AgentConfig(Serializable):
+    """The DLT agent's settings (METHOD.md section 4); the defaults are the paper preset.
 
-    ``name``: "vanilla", a fixed scheme ("all-shared", "sequence", "cycle", "cycle-rev",
-    "mirror") or "manual" (``schedule``: list of [step, tie_map] pairs).
-    ``options``: extra settings for policies defined elsewhere (e.g. the DLT agent).
+    Extensions (off by default):
+    - ``reward_split="valid"``: score the reward on a validation batch instead of a training batch.
+    - ``reward="loss-improvement"``: reward = drop in cross-entropy on one batch across the K steps
+      (scored before the action and after), instead of the saturating clipped perplexity.
+    - ``param_penalty=lambda``: subtract ``lambda * unique_blocks / L`` from the reward (rewards tying).
+    - ``replay_size>0``: a replay buffer (``replay_batch`` samples per update) with a target network
+      synced every ``target_sync`` updates.
+    """
+
+    k_steps: int = option(4, "training steps between two decisions (K)")
+    hidden: int = option(128, "Q-network hidden width")
+    gamma: float = option(0.99, "discount factor")
+    lr: float = option(1e-3, "Q-network AdamW learning rate")
+    weight_decay: float = option(0.01, "Q-network AdamW weight decay")
+    epsilon_start: float = option(1.0, "initial exploration rate")
+    epsilon_decay: float = option(0.95, "epsilon multiplier after every episode")
+    epsilon_min: float = option(0.01, "epsilon floor")
+    reward: str = option("clipped-ppl", "clipped-ppl (the paper's -exp(CE) clipped) or loss-improvement")
+    reward_clip: float = option(10.0, "clip of the clipped-ppl reward")
+    reward_split: str = option("train", "split the reward batch comes from: train (paper) or valid")
+    param_penalty: float = option(0.0, "lambda: subtract lambda * unique_blocks / L from the reward")
+    replay_size: int = option(0, "replay buffer size (0: online updates, as the paper)")
+    replay_batch: int = option(32, "transitions per update when replaying")
+    target_sync: int = option(50, "updates between target-network syncs when replaying")
+    learn: bool = option(True, "update the Q network (False for the random control)")
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.k_steps) and self.k_steps >= 1, f"AgentConfig.k_steps must be >= 1, got {self.k_steps}")
+        _check(0.0 <= self.epsilon_min <= self.epsilon_start <= 1.0,
+               "AgentConfig needs 0 <= epsilon_min <= epsilon_start <= 1")
+        _check(0.0 < self.epsilon_decay <= 1.0,
+               f"AgentConfig.epsilon_decay must be in (0, 1], got {self.epsilon_decay}")
+        _check(self.reward in REWARDS, f"AgentConfig.reward must be one of {REWARDS}, got {self.reward!r}")
+        _check(self.reward_split in REWARD_SPLITS,
+               f"AgentConfig.reward_split must be 'train' or 'valid', got {self.reward_split!r}")
+        _check(self.replay_size >= 0 and self.replay_batch >= 1 and self.target_sync >= 1,
+               "AgentConfig.replay_size must be >= 0, replay_batch and target_sync >= 1")
+
+    def changed(self) -> dict[str, Any]:
+        """The fields that differ from the paper preset (used in run labels)."""
+        default = AgentConfig()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
+@dataclass
+class MethodConfig(Serializable):
+    """Which tie policy drives the run (see ``dyntie_core.policies`` for the names).
+
+    ``n_unique``: unique blocks, for the schemes that take it. ``schedule``: for "manual",
+    a list of [step, tie_map] pairs. ``agent``: the DLT agent's settings (dlt and random).
     """
 
     name: str = "vanilla"
     n_unique: int | None = None
     schedule: list[list[Any]] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MethodConfig:
-        return _from_dict(cls, data)
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "options" in data:  # before 0.2 the agent's settings were an untyped "options" dict
+            data.setdefault("agent", data.pop("options") or {})
+        return data
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Serializable):
     """Everything a run needs; stored as ``config.json`` in the run directory."""
 
     model: GPTConfig = field(default_factory=GPTConfig)
@@ -204,29 +257,41 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name).to_dict() for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        parts = {"model": GPTConfig, "train": TrainConfig, "data": DataConfig, "method": MethodConfig}
-        unknown = sorted(set(data) - set(parts))
-        if unknown:
-            raise ConfigError(f"unknown RunConfig section(s): {', '.join(unknown)}")
-        return cls(**{k: parts[k].from_dict(data.get(k, {})) for k in parts})  # type: ignore[attr-defined]
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RunConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "config file"))
 
     def replace(self, **sections: Any) -> RunConfig:
         return dataclasses.replace(self, **sections)
+
+
+SECTIONS: dict[str, type[Serializable]] = {"model": GPTConfig, "train": TrainConfig, "data": DataConfig,
+                                           "method": MethodConfig}
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from a file, with clear errors for a missing file or bad JSON."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def merge_config_dicts(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge partial config dicts; later layers win key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge_config_dicts(merged[key], value)
+            else:
+                merged[key] = value
+    return merged

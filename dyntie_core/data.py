@@ -9,6 +9,7 @@ loaded with Hugging Face ``datasets`` (needs network access to the hub).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from .config import DataConfig
+from .fileio import atomic_path, write_json
 
 
 class DataError(ValueError):
@@ -199,6 +201,10 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
+    def save(self, path: str | Path) -> None:
+        """Write a file ``load_tokenizer`` reads back (a run directory keeps one)."""
+        ...
+
 
 class CharTokenizer:
     """One token per character; the vocabulary is every character of the corpus (as nanoGPT does)."""
@@ -226,6 +232,9 @@ class CharTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def save(self, path: str | Path) -> None:
+        write_json(path, {"dyntie_tokenizer": "char", "chars": self.chars})
+
 
 class HFTokenizer:
     """A Hugging Face ``tokenizers.Tokenizer`` (trained byte-level BPE, or GPT-2's from a local file)."""
@@ -246,6 +255,29 @@ class HFTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)
 
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            self.tok.save(str(tmp))
+
+
+def load_tokenizer(path: str | Path, name: str) -> Tokenizer:
+    """Read a tokenizer saved by ``Tokenizer.save``: our char format or a Hugging Face ``tokenizer.json``."""
+    from tokenizers import Tokenizer as HFTok
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"tokenizer file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"tokenizer file {path} is not valid JSON ({exc})") from None
+    if isinstance(data, dict) and data.get("dyntie_tokenizer") == "char":
+        return CharTokenizer(data["chars"])
+    try:
+        return HFTokenizer(HFTok.from_str(json.dumps(data)), name)
+    except Exception as exc:
+        raise DataError(f"tokenizer file {path} is neither a char vocabulary nor a tokenizers JSON ({exc})") from None
+
 
 def train_bpe(corpus: Corpus, vocab_size: int, cache_dir: str | Path) -> HFTokenizer:
     """Byte-level BPE trained on the training split, cached by (train text hash, vocab size)."""
@@ -263,10 +295,8 @@ def train_bpe(corpus: Corpus, vocab_size: int, cache_dir: str | Path) -> HFToken
     lines = corpus.train.splitlines(keepends=True)
     bpe.train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2,
                             special_tokens=["<|endoftext|>"], show_progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    bpe.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        bpe.save(str(tmp))
     return HFTokenizer(HFTok.from_file(str(path)), f"bpe{vocab_size}")
 
 

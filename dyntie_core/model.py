@@ -1,38 +1,23 @@
 """A nanoGPT-style GPT-2 whose blocks can be tied at run time.
 
-The model holds one ``Block`` per *root* of the tie map (``blocks`` is keyed by the
-root's position). Position i runs the block of its root. In "follow" mode a tied
-position uses the root's tensors detached, so no weight gradient is computed there
-(that is where the speed-up comes from); in "share" mode gradients from every position
-add up in the root. A tied block owns no tensors at all, so nothing leaks.
+The transformer reads as usual: embeddings, a stack of pre-LN blocks, a final norm and
+an LM head tied to the token embedding. The one difference is the stack: a
+``TiedStack`` (``tie_stack.py``) that runs each position with its root's block, so the
+tie machinery stays out of the blocks themselves.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
-from .tying import TieMap, identity_map, resolve_roots, validate_tie_map
-
-
-def _w(t: torch.Tensor | None, frozen: bool) -> torch.Tensor | None:
-    """The tensor as a constant at a tied ("follow") position, else itself."""
-    return t.detach() if (frozen and t is not None) else t
-
-
-def _linear(x: torch.Tensor, layer: nn.Linear, frozen: bool) -> torch.Tensor:
-    return F.linear(x, _w(layer.weight, frozen), _w(layer.bias, frozen))  # type: ignore[arg-type]
-
-
-def _norm(x: torch.Tensor, ln: nn.LayerNorm, frozen: bool) -> torch.Tensor:
-    return F.layer_norm(x, ln.normalized_shape, _w(ln.weight, frozen), _w(ln.bias, frozen), ln.eps)
+from .tie_stack import TieChange, TiedStack
+from .tying import TieMap, identity_map
 
 
 class CausalSelfAttention(nn.Module):
@@ -44,13 +29,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = _linear(x, self.c_attn, frozen).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(_linear(y, self.c_proj, frozen))
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -61,9 +46,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
 
-    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        h = F.gelu(_linear(x, self.c_fc, frozen), approximate=self.approximate)
-        return self.dropout(_linear(h, self.c_proj, frozen))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -77,26 +61,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.attn(_norm(x, self.ln_1, frozen), frozen)
-            return x + self.mlp(_norm(x, self.ln_2, frozen), frozen)
-        x = _norm(x + self.attn(x, frozen), self.ln_1, frozen)  # BERT-style post-LN
-        return _norm(x + self.mlp(x, frozen), self.ln_2, frozen)
-
-
-@dataclass(frozen=True)
-class TieChange:
-    """What a tie-map change did: the optimizer must forget ``released`` and learn ``created``."""
-
-    old: TieMap
-    new: TieMap
-    created: tuple[nn.Parameter, ...]
-    released: tuple[nn.Parameter, ...]
-
-    @property
-    def changed(self) -> bool:
-        return self.old != self.new
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x))  # BERT-style post-LN
+        return self.ln_2(x + self.mlp(x))
 
 
 class TiedGPT(nn.Module):
@@ -105,26 +75,17 @@ class TiedGPT(nn.Module):
     def __init__(self, config: GPTConfig, tie_map: Iterable[int] | None = None) -> None:
         super().__init__()
         self.config = config
-        tmap = validate_tie_map(identity_map(config.n_layer) if tie_map is None else tie_map, config.n_layer)
-        roots = resolve_roots(tmap)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         for emb in (self.wte, self.wpe):
             nn.init.normal_(emb.weight, mean=0.0, std=0.02)
-        # Blocks are initialised in position order, whatever the map, so a root at position r
-        # starts from the same weights as block r of a vanilla model built with the same seed.
-        blocks = {}
-        for i in range(config.n_layer):
-            block = self._new_block()
-            if roots[i] == i:
-                blocks[str(i)] = block
-        self.blocks = nn.ModuleDict(blocks)
-        self._tie_map: TieMap = tmap
-        self._roots: TieMap = roots
+        self.blocks = TiedStack(config.n_layer, self._new_block,
+                                identity_map(config.n_layer) if tie_map is None else tie_map, config.tie_mode)
 
     def _new_block(self) -> Block:
+        """A block with GPT-2's init: N(0, 0.02), output projections scaled by 1/sqrt(2L)."""
         block = Block(self.config)
         for name, p in block.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -135,14 +96,21 @@ class TiedGPT(nn.Module):
                 nn.init.zeros_(p)
         return block
 
-    # ---- tie map -------------------------------------------------------------------
+    # ---- tie map (delegated to the stack) ----------------------------------------------
     @property
     def tie_map(self) -> TieMap:
-        return self._tie_map
+        return self.blocks.tie_map
 
     @property
     def roots(self) -> TieMap:
-        return self._roots
+        return self.blocks.roots
+
+    def set_tie_map(self, tie_map: Iterable[int]) -> TieChange:
+        """Switch to a new tie map; see ``TiedStack.set_tie_map``."""
+        return self.blocks.set_tie_map(tie_map)
+
+    def block_at(self, position: int) -> nn.Module:
+        return self.blocks.block_at(position)
 
     @property
     def block_numel(self) -> int:
@@ -151,38 +119,6 @@ class TiedGPT(nn.Module):
     @property
     def embedding_numel(self) -> int:
         return self.wte.weight.numel() + self.wpe.weight.numel()
-
-    def block_at(self, position: int) -> Block:
-        """The block whose weights run at ``position``."""
-        return self.blocks[str(self._roots[position])]  # type: ignore[return-value]
-
-    def set_tie_map(self, tie_map: Iterable[int]) -> TieChange:
-        """Switch to a new tie map (METHOD.md section 3).
-
-        A block that becomes independent starts from a copy of the weights it was running
-        (its old root's current weights); a block that becomes tied releases its tensors.
-        Pass the returned ``TieChange`` to ``sync_optimizer`` so optimizer state follows.
-        """
-        new = validate_tie_map(tie_map, self.config.n_layer)
-        old = self._tie_map
-        new_roots = resolve_roots(new)
-        keep = {str(r) for r in set(new_roots)}
-        created: dict[str, Block] = {}
-        for key in sorted(keep - set(self.blocks.keys()), key=int):
-            source = self.blocks[str(self._roots[int(key)])]
-            block = copy.deepcopy(source)
-            for p in block.parameters():
-                p.grad = None
-            created[key] = block  # type: ignore[assignment]
-        released = tuple(p for key, blk in self.blocks.items() if key not in keep for p in blk.parameters())
-        survivors = {k: b for k, b in self.blocks.items() if k in keep}
-        survivors.update(created)
-        for p in released:
-            p.grad = None
-        self.blocks = nn.ModuleDict({k: survivors[k] for k in sorted(survivors, key=int)})
-        self._tie_map, self._roots = new, new_roots
-        return TieChange(old=old, new=new, created=tuple(p for b in created.values() for p in b.parameters()),
-                         released=released)
 
     # ---- forward -------------------------------------------------------------------
     def forward(self, idx: torch.Tensor,
@@ -193,9 +129,7 @@ class TiedGPT(nn.Module):
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        follow = self.config.tie_mode == "follow"
-        for i, r in enumerate(self._roots):
-            x = self.blocks[str(r)](x, frozen=follow and r != i)
+        x = self.blocks(x)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)
         loss = None

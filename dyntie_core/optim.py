@@ -8,6 +8,8 @@ once over ``requires_grad`` parameters silently never trains blocks untied later
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn as nn
 
@@ -67,3 +69,27 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
             if torch.is_tensor(value):
                 total += value.numel() * value.element_size()
     return total
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer,
+                            named_params: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as ``{"<param name>/<key>": tensor}`` (for checkpoints)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in named_params:
+        for key, value in optimizer.state.get(p, {}).items():
+            if torch.is_tensor(value):
+                out[f"{name}/{key}"] = value
+    return out
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, named_params: Iterable[tuple[str, torch.Tensor]],
+                         tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of ``optimizer_state_tensors``: replaces the state of every named parameter."""
+    by_param: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, field = key.rpartition("/")
+        by_param.setdefault(name, {})[field] = value
+    optimizer.state.clear()
+    for name, p in named_params:
+        if name in by_param:
+            optimizer.state[p] = {k: v.to(p.device) for k, v in by_param[name].items()}

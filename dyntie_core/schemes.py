@@ -1,16 +1,28 @@
-"""Fixed sharing schemes as tie maps (METHOD.md section 5; Takase & Kiyono 2021).
+"""Fixed sharing schemes as tie maps (METHOD.md section 5; Takase & Kiyono 2021), and the
+random fixed map that controls for the agent.
 
 Each function returns a tie map in which every entry points straight at a root, so
-``make_tie_map`` output is already chain-free.
+its output is already chain-free. To add a scheme: a builder here, its name in
+``SCHEMES`` (and ``NEEDS_N_UNIQUE`` if it takes a unique-block count); the policy
+registry picks it up.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
+
 from .tying import TieMap, identity_map, validate_tie_map
 
-SCHEMES = ("vanilla", "all-shared", "sequence", "cycle", "cycle-rev", "mirror")
+SCHEMES = {
+    "vanilla": "every block independent",
+    "all-shared": "every block runs block 0 (ALBERT)",
+    "sequence": "runs of L/n_unique layers share a block (AABBCC)",
+    "cycle": "layer i runs block i mod n_unique (ABCABC)",
+    "cycle-rev": "cycle, with the last round in reverse order (ABCCBA)",
+    "mirror": "first half independent, second half mirrors it",
+}
 NEEDS_N_UNIQUE = ("sequence", "cycle", "cycle-rev")
 
 
@@ -62,3 +74,21 @@ def make_tie_map(name: str, n_layer: int, n_unique: int | None = None) -> TieMap
         "mirror": lambda: _mirror(n_layer),
     }
     return validate_tie_map(builders[name](), n_layer)
+
+
+def random_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
+    """A random map with exactly ``n_unique`` roots: block 0 plus ``n_unique - 1`` random blocks;
+    every other block ties to a uniformly chosen earlier root."""
+    if not 1 <= n_unique <= n_layer:
+        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
+    g = torch.Generator().manual_seed(seed)
+    others = (torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist()
+    roots = sorted([0, *others])
+    tie = []
+    for i in range(n_layer):
+        if i in roots:
+            tie.append(i)
+        else:
+            earlier = [r for r in roots if r < i]
+            tie.append(earlier[int(torch.randint(0, len(earlier), (), generator=g))])
+    return validate_tie_map(tie, n_layer)

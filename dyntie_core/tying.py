@@ -64,6 +64,15 @@ def identity_map(n_layer: int) -> TieMap:
     return tuple(range(n_layer))
 
 
+def apply_action(tie_map: Sequence[int], block: int, action: int) -> TieMap:
+    """The map after one decision: action j < block ties ``block`` to j; action == block unties it."""
+    if not 0 <= action <= block:
+        raise ValueError(f"action {action} is not valid for block {block} (0..{block})")
+    new = list(tie_map)
+    new[block] = action
+    return tuple(new)
+
+
 def _unique_tensors(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """Drop tensors whose storage was already seen: aliased storage is one tensor's worth of memory."""
     seen: set[tuple[int, int, str]] = set()

@@ -24,29 +24,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from dyntie_core import DataConfig, GPTConfig, MethodConfig, RunConfig, TrainConfig  # noqa: E402
+from dyntie_core import AgentConfig, MethodConfig, RunConfig, preset_config  # noqa: E402
 from dyntie_core.compare import markdown_table, run_comparison  # noqa: E402
 from dyntie_core.data import load_data  # noqa: E402
 
 
 def wikitext_config(data_dir: Path, steps: int) -> RunConfig:
-    return RunConfig(
-        model=GPTConfig(n_layer=12, n_head=4, n_embd=128, block_size=128, dropout=0.0),
-        train=TrainConfig(steps=steps, batch_size=16, lr=1e-3, min_lr=1e-4, lr_schedule="constant",
-                          eval_interval=max(1, steps // 6), eval_tokens=32768),
-        data=DataConfig(dataset=str(data_dir / "wikitext-2" / "raw"), tokenizer="bpe", bpe_vocab_size=4096),
-    )
+    return preset_config("wikitext2-cpu", train={"steps": steps, "eval_interval": max(1, steps // 6)},
+                         data={"dataset": str(data_dir / "wikitext-2" / "raw")})
 
 
 def shakespeare_config(data_dir: Path) -> RunConfig:
-    # nanoGPT's CPU recipe: 4 blocks, 4 heads, width 128, context 64, batch 12, 2000 steps,
-    # lr 1e-3 cosine to 1e-4, warmup 100, beta2 0.99, dropout 0.
-    return RunConfig(
-        model=GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-        train=TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, lr_schedule="cosine", warmup_steps=100,
-                          beta2=0.99, eval_interval=250, eval_tokens=200 * 64 * 12),
-        data=DataConfig(dataset=str(data_dir / "tinyshakespeare" / "input.txt"), tokenizer="char"),
-    )
+    return preset_config("nanogpt-shakespeare-cpu",
+                         data={"dataset": str(data_dir / "tinyshakespeare" / "input.txt")})
 
 
 def main() -> int:
@@ -72,8 +62,7 @@ def main() -> int:
         n = round(statistics.fmean(dlt_unique))
         print(f"dlt final unique blocks per seed: {dlt_unique} -> controls use {n}", flush=True)
         rows += run_comparison(base, [MethodConfig("random-fixed", n_unique=n)], seeds, out / "controls", data=data)
-        rows += run_comparison(base, [MethodConfig("dlt",
-                                                   options={"reward": "loss-improvement"}),
+        rows += run_comparison(base, [MethodConfig("dlt", agent=AgentConfig(reward="loss-improvement")),
                                       MethodConfig("random"), MethodConfig("cycle-rev", n_unique=n)],
                                [1], out / "single", data=data)
         (args.out / "wikitext2.md").write_text(markdown_table(rows), encoding="utf-8")

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from dyntie_core import MethodConfig
-from dyntie_core.agent import AgentConfig, DLTAgent, QNetwork, apply_action, random_tie_map, slice_start
+from dyntie_core import AgentConfig, ConfigError, MethodConfig, RunDir
 from dyntie_core.events import DecisionEvent
 from dyntie_core.loop import Trainer
-from dyntie_core.policies import make_policy
-from dyntie_core.runlog import read_jsonl
-from dyntie_core.tying import unique_blocks
+from dyntie_core.policies import DLTAgent, QNetwork, make_policy, slice_start
+from dyntie_core.schemes import random_tie_map
+from dyntie_core.tying import apply_action, unique_blocks
 
 from .conftest import small_run_config
 
@@ -25,7 +24,10 @@ class FakeHost:
         self.ce = ce
         self.events = []
 
+        self.splits = []
+
     def batch_loss(self, split, generator):
+        self.splits.append(split)
         return self.ce
 
     def emit(self, event):
@@ -41,7 +43,7 @@ class FakeHost:
 
 def test_random_policy_leaves_harmonic_number_of_independent_blocks():
     n_layer, sweeps = 12, 1500
-    policy = make_policy(MethodConfig("random", options={"k_steps": 1}), n_layer, seed=3)
+    policy = make_policy(MethodConfig("random", agent=AgentConfig(k_steps=1)), n_layer, seed=3)
     host = FakeHost(n_layer)
     counts = []
     for _ in range(sweeps):
@@ -152,25 +154,26 @@ def test_random_fixed_draws_a_map_with_the_asked_unique_count():
         tie_map = random_tie_map(12, 4, seed)
         assert unique_blocks(tie_map) == 4
         assert all(tie_map[j] == j for j in tie_map)  # ties point at roots
-    assert random_tie_map(12, 4, 1) == random_tie_map(12, 4, 1)
+    assert random_tie_map(12, 4, 1) == random_tie_map(12, 4, 1)  # a seed fixes the map
+    assert len({random_tie_map(12, 4, seed) for seed in range(20)}) > 10  # different seeds, different maps
     policy = make_policy(MethodConfig("random-fixed", n_unique=3), 12, seed=5)
     assert unique_blocks(policy.initial_tie_map(12)) == 3
     with pytest.raises(ValueError, match="needs n_unique"):
         make_policy(MethodConfig("random-fixed"), 12)
-    with pytest.raises(ValueError, match="unknown AgentConfig field"):
-        make_policy(MethodConfig("dlt", options={"epsilon": 0.5}), 12)
+    with pytest.raises(ConfigError, match="unknown AgentConfig field"):
+        MethodConfig.from_dict({"name": "dlt", "agent": {"epsilon": 0.5}})
 
 
 def test_agent_in_the_loop_logs_decisions_and_resumes_identically(tmp_path, pydoc_chars):
     config = small_run_config(steps=40, method="dlt")
     config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=12),
-                            method=dataclasses.replace(config.method, options={"k_steps": 4}))
+                            method=dataclasses.replace(config.method, agent=AgentConfig(k_steps=4)))
     straight = Trainer(config, run_dir=tmp_path / "a", data=pydoc_chars)
     assert straight.model.tie_map == (0, 0, 0, 0)  # the paper's initial map: all tied to block 0
     decisions = []
     straight.subscribe(lambda e: decisions.append(e) if isinstance(e, DecisionEvent) else None)
     straight.run()
-    rows_a = read_jsonl(tmp_path / "a" / "decisions.jsonl")
+    rows_a = RunDir(tmp_path / "a").read_jsonl(RunDir.DECISIONS)
     # a decision every K=4 steps (0, 4, ..., 36); the one at step 36 gets its reward at step 40, after the run
     assert len(rows_a) == 9 and len(decisions) == 9
     assert [r["block"] for r in rows_a[:6]] == [1, 2, 3, 1, 2, 3]
@@ -184,6 +187,61 @@ def test_agent_in_the_loop_logs_decisions_and_resumes_identically(tmp_path, pydo
     resumed = Trainer.resume(tmp_path / "b", data=pydoc_chars)
     assert resumed.step == 12
     resumed.run()
-    rows_b = read_jsonl(tmp_path / "b" / "decisions.jsonl")
+    rows_b = RunDir(tmp_path / "b").read_jsonl(RunDir.DECISIONS)
     assert rows_b == rows_a  # same decisions, rewards and Q values
-    assert read_jsonl(tmp_path / "b" / "tie_maps.jsonl") == read_jsonl(tmp_path / "a" / "tie_maps.jsonl")
+    assert RunDir(tmp_path / "b").read_jsonl(RunDir.TIE_MAPS) == RunDir(tmp_path / "a").read_jsonl(RunDir.TIE_MAPS)
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_reward_batch_comes_from_the_configured_split(split):
+    agent = DLTAgent(4, AgentConfig(k_steps=1, reward_split=split), seed=0)
+    host = FakeHost(4)
+    host.run(agent, 5)
+    assert host.splits == [split] * 4  # one reward batch per finished decision, none from the other split
+    improving = DLTAgent(4, AgentConfig(k_steps=1, reward="loss-improvement", reward_split=split), seed=0)
+    host = FakeHost(4)
+    host.run(improving, 3)
+    assert set(host.splits) == {split} and len(host.splits) == 5  # scored before each action and after
+
+
+def test_the_valid_reward_split_scores_validation_data_in_the_loop(pydoc_chars):
+    config = small_run_config(steps=1, method="dlt")
+    trainer = Trainer(config, data=pydoc_chars)
+    g = torch.Generator().manual_seed(0)
+    train_ce, valid_ce = trainer.batch_loss("train", g.manual_seed(0)), trainer.batch_loss("valid", g.manual_seed(0))
+    assert train_ce != valid_ce  # same windows positions, different text
+    from dyntie_core.evaluation import batch_loss
+
+    expected = batch_loss(trainer.model, pydoc_chars.valid, 32, 4, torch.Generator().manual_seed(0))
+    assert valid_ce == expected
+
+
+def test_replay_learns_from_the_newest_transition_and_bootstraps_from_a_synced_target():
+    cfg = AgentConfig(replay_size=3, replay_batch=2, target_sync=2, lr=0.05)
+    agent = DLTAgent(3, cfg, seed=0)
+    state, nxt = [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    target_before = {k: v.clone() for k, v in agent.target.state_dict().items()}
+    agent.learn(state, 2, 1, -1.0, nxt)
+    assert len(agent.replay) == 1 and agent.updates == 1
+    assert all(torch.equal(v, target_before[k]) for k, v in agent.target.state_dict().items())  # not synced yet
+    assert not all(torch.equal(v, target_before[k]) for k, v in agent.q.state_dict().items())  # q moved
+    agent.learn(state, 1, 0, -2.0, nxt)
+    assert agent.updates == 2  # target_sync=2: the target network now equals the online one
+    assert all(torch.equal(v, agent.q.state_dict()[k]) for k, v in agent.target.state_dict().items())
+    for k in range(3):
+        agent.learn(state, 1, 0, float(k), nxt)
+    assert len(agent.replay) == 3 and agent.replay[-1][3] == 2.0  # bounded, newest kept
+    assert agent.replay[0][3] == 0.0  # the two oldest transitions were dropped
+
+
+def test_replay_target_uses_the_target_network_not_the_online_one():
+    agent = DLTAgent(3, AgentConfig(replay_size=10, replay_batch=1, target_sync=1000), seed=0)
+    nxt = [0.0, 1.0, 0.0]
+    with torch.no_grad():  # make the two networks disagree
+        for p in agent.q.parameters():
+            p.add_(1.0)
+    online = agent.td_target(-1.0, nxt, 2, agent.q)
+    offline = agent.td_target(-1.0, nxt, 2, agent.target)
+    assert online != pytest.approx(offline, abs=1e-3)
+    _, target = agent.learn([0.0, 0.0, 0.0], 2, 0, -1.0, nxt)
+    assert target == pytest.approx(offline)

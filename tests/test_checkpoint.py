@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from dyntie_core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from dyntie_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dyntie_core.rundir import RunDir
 
 
 def _save(path):
@@ -43,9 +44,10 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
 
 
 def test_latest_prefers_last_then_highest_step(tmp_path):
-    assert latest_checkpoint(tmp_path) is None
+    run = RunDir(tmp_path)
+    assert run.latest_checkpoint() is None
     _save(tmp_path / "checkpoints" / "step_0000010.safetensors")
     _save(tmp_path / "checkpoints" / "step_0000020.safetensors")
-    assert latest_checkpoint(tmp_path).name == "step_0000020.safetensors"
+    assert run.latest_checkpoint().name == "step_0000020.safetensors"
     _save(tmp_path / "checkpoints" / "last.safetensors")
-    assert latest_checkpoint(tmp_path).name == "last.safetensors"
+    assert run.latest_checkpoint().name == "last.safetensors"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dyntie_core.cli import ALL_OPTS, main, make_parser
+from dyntie_core.cli import RUN_FLAGS, main, make_parser
 
 TINY = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
         "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--dataset", "pydoc"]
@@ -13,8 +13,8 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         make_parser().parse_args(["train", "--help"])
     text = capsys.readouterr().out
-    for flag, *_ in ALL_OPTS:
-        assert flag in text
+    for f in RUN_FLAGS:
+        assert f.flag in text and f.help.split()[0] in text
     for flag in ("--method", "--n-unique", "--schedule", "--resume", "--out", "--config", "--preset"):
         assert flag in text
 
@@ -116,10 +116,87 @@ def test_ctrl_c_stops_gracefully_and_the_run_resumes(tmp_path):
 
 
 def test_runs_that_differ_in_agent_options_get_their_own_label():
-    from dyntie_core import MethodConfig
+    from dyntie_core import AgentConfig, MethodConfig
     from dyntie_core.compare import run_label
 
     assert run_label(MethodConfig("dlt")) == "dlt"
     assert run_label(MethodConfig("cycle", n_unique=3)) == "cycle-3"
-    assert run_label(MethodConfig("dlt", options={"reward": "loss-improvement", "k_steps": 2})) == \
+    assert run_label(MethodConfig("dlt", agent=AgentConfig(reward="loss-improvement", k_steps=2))) == \
         "dlt[k_steps=2,reward=loss-improvement]"
+
+
+def _config_of(argv):
+    from dyntie_core.cli import build_config
+
+    return build_config(make_parser().parse_args(["train", "--out", "unused", *argv]))
+
+
+def test_precedence_is_flags_then_config_file_then_preset_then_defaults(tmp_path):
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"model": {"tie_mode": "share", "dropout": 0.1}, "train": {"lr": 0.002}}))
+    cfg = _config_of(["--preset", "nanogpt-shakespeare-cpu", "--config", str(partial)])
+    assert cfg.model.n_layer == 4 and cfg.train.steps == 2000  # from the preset
+    assert cfg.model.tie_mode == "share" and cfg.model.dropout == 0.1 and cfg.train.lr == 0.002  # file beats preset
+    assert cfg.train.weight_decay == 0.01  # neither says: the default
+    cfg = _config_of(["--preset", "nanogpt-shakespeare-cpu", "--config", str(partial), "--dropout", "0.2",
+                      "--n-layer", "6"])
+    assert cfg.model.dropout == 0.2 and cfg.model.n_layer == 6 and cfg.model.tie_mode == "share"  # flags win
+
+
+def test_a_full_config_file_keeps_its_method_and_agent_under_extra_agent_flags(tmp_path):
+    full = tmp_path / "config.json"
+    base = _config_of(["--method", "dlt", "--agent", "k_steps=8", "--agent", "reward_split=valid"])
+    full.write_text(base.to_json())
+    cfg = _config_of(["--config", str(full), "--agent", "k_steps=2"])
+    assert cfg.method.name == "dlt" and cfg.method.agent.k_steps == 2 and cfg.method.agent.reward_split == "valid"
+
+
+def test_every_preset_is_a_valid_recipe_and_help_lists_them(capsys):
+    from dyntie_core.presets import PRESETS, preset_config
+
+    for name in PRESETS:
+        assert preset_config(name).model.n_layer >= 1
+    assert preset_config("paper-gpt2-48").train.lr == 1e-4 and preset_config("paper-gpt2-48").model.n_embd == 1600
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in PRESETS) and "explicit options, then the --config file" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "dlt", "--n-unique", "3"], "does not take n_unique"),
+    (["--preset", "nope"], "unknown preset"),
+    (["--agent", "k_steps"], "KEY=VALUE"),
+])
+def test_settings_that_would_be_ignored_are_refused(tmp_path, capsys, argv, message):
+    assert main(["train", "--out", str(tmp_path / "x"), "--steps", "2", *TINY, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_n_unique_labels_only_the_methods_that_use_it():
+    from dyntie_core.compare import parse_methods, run_label
+
+    labels = [run_label(m) for m in parse_methods("vanilla,dlt,random,cycle,random-fixed,mirror", 3)]
+    assert labels == ["vanilla", "dlt", "random", "cycle-3", "random-fixed-3", "mirror"]
+    with pytest.raises(ValueError, match="does not take n_unique"):
+        parse_methods("dlt:3")
+
+
+def test_an_unfinished_run_is_not_replaced_without_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "6", "--checkpoint-interval", "3", *TINY]) == 0
+    (out / "summary.json").unlink()  # as if it had been killed
+    assert main(["train", "--out", str(out), "--steps", "6", "--seed", "2", *TINY]) == 2
+    assert "unfinished run" in capsys.readouterr().err
+    assert (out / "checkpoints" / "last.safetensors").is_file()  # nothing lost
+    assert main(["train", "--out", str(out), "--steps", "4", "--seed", "2", "--force", *TINY]) == 0
+    assert not (out / "checkpoints" / "step_0000006.safetensors").exists()  # the old run's checkpoints are gone
+    assert json.loads((out / "summary.json").read_text())["seed"] == 2
+
+
+def test_out_that_is_a_file_is_one_clear_error(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert main(["train", "--out", str(target), "--steps", "2", *TINY]) == 2
+    assert "not a directory" in capsys.readouterr().err and target.read_text() == "keep me"

@@ -8,7 +8,7 @@ import torch
 from dyntie_core.checkpoint import CheckpointError
 from dyntie_core.events import CheckpointEvent, EndEvent, EvalEvent, StepEvent, TieChangeEvent
 from dyntie_core.loop import Trainer, lr_at
-from dyntie_core.runlog import read_jsonl
+from dyntie_core.rundir import RunDir
 
 from .conftest import small_run_config
 
@@ -21,7 +21,7 @@ def test_training_lowers_validation_loss_and_logs_a_run_directory(tmp_path, pydo
     events = []
     trainer.subscribe(events.append)
     summary = trainer.run()
-    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    metrics = RunDir(tmp_path).read_jsonl("metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 10, 20, 30, 40]
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5
     assert metrics[0]["val_loss"] == pytest.approx(math.log(pydoc_chars.vocab_size), rel=0.1)
@@ -48,7 +48,7 @@ def test_manual_schedule_changes_maps_and_records_history(tmp_path, pydoc_chars)
     trainer.subscribe(lambda e: changes.append(e) if isinstance(e, TieChangeEvent) else None)
     trainer.run()
     assert [(c.step, c.new) for c in changes] == [(5, (0, 1, 1, 3)), (10, (0, 1, 1, 1)), (15, (0, 1, 0, 1))]
-    history = read_jsonl(tmp_path / "tie_maps.jsonl")
+    history = RunDir(tmp_path).read_jsonl("tie_maps.jsonl")
     assert [h["tie_map"] for h in history] == [[0, 0, 0, 0], [0, 1, 1, 3], [0, 1, 1, 1], [0, 1, 0, 1]]
     per_block = trainer.model.block_numel
     assert changes[0].trainable_params - changes[1].trainable_params == per_block
@@ -78,11 +78,11 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, pydoc_chars):
     assert got == expected  # exactly the same losses, step for step
     assert summary_b["test_ppl"] == summary_a["test_ppl"]
     assert summary_b["tie_map"] == summary_a["tie_map"]
-    rows_a = read_jsonl(tmp_path / "a" / "metrics.jsonl")
-    rows_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    rows_a = RunDir(tmp_path / "a").read_jsonl("metrics.jsonl")
+    rows_b = RunDir(tmp_path / "b").read_jsonl("metrics.jsonl")
     assert [(r["step"], r["val_loss"]) for r in rows_b] == [(r["step"], r["val_loss"]) for r in rows_a]
-    assert [r["tie_map"] for r in read_jsonl(tmp_path / "b" / "tie_maps.jsonl")] == \
-           [r["tie_map"] for r in read_jsonl(tmp_path / "a" / "tie_maps.jsonl")]
+    assert [r["tie_map"] for r in RunDir(tmp_path / "b").read_jsonl("tie_maps.jsonl")] == \
+           [r["tie_map"] for r in RunDir(tmp_path / "a").read_jsonl("tie_maps.jsonl")]
 
 
 def test_stop_request_leaves_a_consistent_run_directory(tmp_path, pydoc_chars):
@@ -111,8 +111,49 @@ def test_cosine_schedule_with_warmup():
     assert lr_at(77, const) == 1e-3
 
 
-def test_vocab_size_follows_the_tokenizer(pydoc_chars):
-    trainer = Trainer(small_run_config(steps=1), data=pydoc_chars)
+def test_vocab_size_follows_the_tokenizer(tmp_path, pydoc_chars):
+    config = small_run_config(steps=1)
+    assert config.model.vocab_size != pydoc_chars.vocab_size  # 64 asked, the char vocabulary decides
+    trainer = Trainer(config, run_dir=tmp_path, data=pydoc_chars)
     assert trainer.config.model.vocab_size == pydoc_chars.vocab_size
-    assert trainer.model.wte.weight.shape[0] == pydoc_chars.vocab_size
-    assert torch.equal(trainer.model.wte.weight, trainer.model.wte.weight)
+    assert trainer.model.wte.weight.shape == (pydoc_chars.vocab_size, config.model.n_embd)
+    assert RunDir(tmp_path).read_config().model.vocab_size == pydoc_chars.vocab_size
+
+
+def test_a_run_directory_reloads_its_model_and_char_tokenizer(tmp_path, pydoc_chars):
+    trainer = Trainer(small_run_config(steps=10), run_dir=tmp_path, data=pydoc_chars)
+    trainer.run()
+    run = RunDir(tmp_path)
+    tok = run.load_tokenizer()
+    assert tok.name == "char" and tok.vocab_size == pydoc_chars.vocab_size
+    text = "def f(x):\n    return x + 1"
+    assert tok.encode(text) == pydoc_chars.tokenizer.encode(text) and tok.decode(tok.encode(text)) == text
+    model = run.load_model("last")
+    idx = torch.tensor([tok.encode(text)])
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0], trainer.model(idx)[0])
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, pydoc_chars):
+    config = small_run_config(steps=10)
+    Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
+    other = config.replace(train=dataclasses.replace(config.train, seed=8))
+    RunDir(tmp_path).write_config(other)  # e.g. a second run's config.json beside the first run's checkpoints
+    with pytest.raises(CheckpointError, match="another config"):
+        Trainer.resume(tmp_path, data=pydoc_chars)
+
+
+def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path, pydoc_chars):
+    config = small_run_config(steps=10)
+    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=5))
+    Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
+    run = RunDir(tmp_path)
+    assert run.latest_checkpoint() is not None and (tmp_path / RunDir.TOKENIZER).is_file()
+    (tmp_path / "notes.txt").write_text("mine")
+    Trainer(config.replace(train=dataclasses.replace(config.train, seed=9)), run_dir=tmp_path, data=pydoc_chars)
+    assert run.latest_checkpoint() is None and not run.periodic_checkpoints()  # the old run's are gone
+    assert run.read_summary() is None and (tmp_path / RunDir.TOKENIZER).is_file()  # rewritten for the new run
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # files dyntie did not write are left alone
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer.resume(tmp_path, data=pydoc_chars)

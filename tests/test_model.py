@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from dyntie_core import GPTConfig, TiedGPT, count_parameters
+from dyntie_core import GPTConfig, TiedGPT, count_parameters, preset_config
 
 
 def _grads(block):
@@ -151,4 +151,4 @@ def test_post_ln_bert_shape_runs_and_differs_from_pre_ln(tiny_config):
     post.load_state_dict(pre.state_dict())
     idx = torch.randint(0, 64, (1, 16))
     assert not torch.allclose(pre(idx)[0], post(idx)[0])
-    assert GPTConfig.from_name("bert-base").norm_position == "post"
+    assert preset_config("bert-base").model.norm_position == "post"

@@ -37,3 +37,21 @@ def test_walkthrough_runs_headless_and_compares_with_vanilla(tmp_path, monkeypat
     html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
     assert html.count("Plotly.newPlot") == 5  # the example map + the dashboard's four figures, as static pictures
     assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+def test_every_notebook_has_a_paired_source():
+    assert [p.with_suffix(".ipynb") for p in SOURCES] == NOTEBOOKS and SOURCES
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_notebook_pairs_are_in_sync(source):
+    """The .py (jupytext percent) is the source; its .ipynb must hold the same cells (``make notebooks``)."""
+    jupytext = pytest.importorskip("jupytext")
+    expected = jupytext.read(source)
+    stored = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in stored.cells] == \
+        [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in expected.cells]
+    assert stored.metadata["jupytext"]["formats"] == "ipynb,py:percent"

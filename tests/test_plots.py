@@ -38,7 +38,7 @@ def test_agent_options_from_the_command_line(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--method", "dlt", "--agent", "k_steps=2", "--agent",
                  "reward=loss-improvement", "--steps", "8", *TINY]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["method"]["options"] == {"k_steps": 2, "reward": "loss-improvement"}
+    assert config["method"]["agent"]["k_steps"] == 2 and config["method"]["agent"]["reward"] == "loss-improvement"
     rows = [json.loads(x) for x in (out / "decisions.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2, 4]
     assert main(["train", "--out", str(tmp_path / "bad"), "--method", "dlt", "--agent", "epsilon=0.3",

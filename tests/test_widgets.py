@@ -5,7 +5,8 @@ import time
 import pytest
 
 from dyntie_core.loop import Trainer
-from widgets import BackgroundRun, Dashboard, tie_matrix
+from dyntie_core.plots import tie_matrix
+from widgets import BackgroundRun, Dashboard
 
 from .conftest import small_run_config
 
@@ -72,3 +73,54 @@ def test_headless_dashboard_tracks_events_and_writes_offline_html(tmp_path, pydo
     assert dash.decisions and dash.decisions[0]["step"] >= dash.decisions[-1]["step"]
     html = dash.save_html(tmp_path / "dash.html").read_text()
     assert html.count("Plotly.newPlot") == 4 and 'src="https://cdn' not in html
+
+
+def _agent_trainer(tmp_path, pydoc_chars, steps=30):
+    return Trainer(small_run_config(steps=steps, method="dlt"), run_dir=tmp_path, data=pydoc_chars)
+
+
+def test_a_users_epsilon_survives_the_next_decision_event(tmp_path, pydoc_chars):
+    from dyntie_core.events import DecisionEvent
+
+    trainer = _agent_trainer(tmp_path, pydoc_chars)
+    dash = Dashboard(trainer, live=True)
+    agent = trainer.policy
+    dash.eps_box.value = 0.25  # the user's edit
+    dash.k_box.value = 2
+    dash.steps_box.value = 12
+    # a decision made before the edit reaches the dashboard and shows its epsilon (1.0) in the box
+    dash._on_event(DecisionEvent(4, {"epsilon": 1.0, "block": 1, "action": 0, "reward": -10.0, "q_value": 0.0}))
+    assert dash.eps_box.value == 1.0
+    dash.run.apply_commands()  # the training thread's next step boundary
+    assert agent.epsilon == 0.25 and agent.config.k_steps == 2 and trainer.config.train.steps == 12
+
+
+def test_a_crash_in_the_training_thread_is_shown_and_reported(tmp_path, pydoc_chars):
+    trainer = _agent_trainer(tmp_path, pydoc_chars)
+    dash = Dashboard(trainer, live=True)
+
+    def boom():
+        raise RuntimeError("boom at step 3")
+
+    trainer.train_step = boom
+    failures, done = [], []
+    dash.run.when_failed(failures.append)
+    dash.run.when_done(done.append)
+    dash.start()
+    with pytest.raises(RuntimeError, match="boom at step 3"):
+        dash.wait(timeout=60)
+    assert [str(e) for e in failures] == ["boom at step 3"] and done == []
+    assert "training failed" in dash.status.value and "boom at step 3" in dash.status.value
+    assert "Traceback" in "".join(o["text"] for o in dash.error_out.outputs)
+    late = []
+    dash.run.when_failed(late.append)  # registered after the end: called at once
+    assert len(late) == 1
+
+
+def test_when_done_registered_after_the_end_still_fires(tmp_path, pydoc_chars):
+    run = BackgroundRun(Trainer(small_run_config(steps=5), run_dir=tmp_path, data=pydoc_chars))
+    run.start()
+    summary = run.wait(timeout=60)
+    got = []
+    run.when_done(got.append)
+    assert got == [summary] and summary["steps"] == 5

@@ -8,19 +8,27 @@ Python) it keeps plain figures and writes/displays them statically.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 
-from dyntie_core import resolve_roots
+from dyntie_core import RunDir, Trainer, resolve_roots
 from dyntie_core.events import DecisionEvent, EndEvent, EvalEvent, Event, StepEvent, TieChangeEvent
-from dyntie_core.loop import Trainer
+from dyntie_core.plots import (
+    MEMORY_PARTS,
+    curves_figure,
+    history_figure,
+    history_hover,
+    history_matrix,
+    memory_figure,
+    tie_map_figure,
+    tie_matrix,
+)
 
-from .figures import MEMORY_PARTS, curves_figure, history_figure, memory_figure, tie_map_figure, tie_matrix
 from .runner import BackgroundRun
 
 MiB = 1024 * 1024
@@ -45,21 +53,23 @@ class Dashboard:
         self.live = has_live_frontend() if live is None else live
         self.n_layer = trainer.config.model.n_layer
         make = go.FigureWidget if self.live else go.Figure
-        self.tie_fig = make(tie_map_figure(trainer.model.tie_map))
-        self.history_fig = make(history_figure(self.n_layer))
-        self.curves_fig = make(curves_figure())
-        self.memory_fig = make(memory_figure())
         self.history_steps: list[int] = [trainer.step]
         self.history_roots: list[tuple[int, ...]] = [resolve_roots(trainer.model.tie_map)]
+        self.tie_fig = make(tie_map_figure(trainer.model.tie_map))
+        self.history_fig = make(history_figure(self.history_steps, self.history_roots, width=520, height=380))
+        self.curves_fig = make(curves_figure())
+        self.memory_fig = make(memory_figure())
         self.curve = {"step": [], "train": [], "val": [], "params": []}
         self.decisions: list[dict[str, Any]] = []
         self.log_size = log_size
         self._last_label = 0.0
+        self._echo = False  # True while an event writes a value into a control (not a user edit)
         self.ui: Any = None
         if self.live:
             self._build_controls()
         self._draw_tie_map()
         trainer.subscribe(self._on_event)
+        self.run.when_failed(self._on_failure)
 
     # ---- controls ------------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -82,15 +92,16 @@ class Dashboard:
         self.stop_btn.on_click(lambda _: self.stop())
         self.steps_box = w.BoundedIntText(value=self.trainer.config.train.steps, min=1, max=10**9,
                                           description="steps", layout=w.Layout(width="180px"))
-        self.steps_box.observe(lambda ch: self.set_steps(ch["new"]), names="value")
+        self.steps_box.observe(lambda ch: self._user_edit(self.set_steps, ch["new"]), names="value")
         agent = self._agent()
         self.k_box = w.BoundedIntText(value=agent.config.k_steps if agent else 4, min=1, max=10**6,
                                       description="K", disabled=agent is None, layout=w.Layout(width="140px"))
         self.eps_box = w.BoundedFloatText(value=agent.epsilon if agent else 0.0, min=0.0, max=1.0, step=0.05,
                                           description="epsilon", disabled=agent is None,
                                           layout=w.Layout(width="170px"))
-        self.k_box.observe(lambda ch: self.set_agent(k_steps=ch["new"]), names="value")
-        self.eps_box.observe(lambda ch: self.set_agent(epsilon=ch["new"]), names="value")
+        self.k_box.observe(lambda ch: self._user_edit(lambda v: self.set_agent(k_steps=v), ch["new"]), names="value")
+        self.eps_box.observe(lambda ch: self._user_edit(lambda v: self.set_agent(epsilon=v), ch["new"]),
+                             names="value")
         self.block_dd = w.Dropdown(options=list(range(1, L)), value=L - 1, description="tie block",
                                    layout=w.Layout(width="170px"))
         self.target_dd = w.Dropdown(options=list(range(L)), value=0, description="to block",
@@ -102,6 +113,7 @@ class Dashboard:
         self.force_btn.on_click(lambda _: self.force_tie(self.block_dd.value, self.target_dd.value))
         self.log = w.HTML(self._log_text())
         self.log.add_class("dyntie-log")
+        self.error_out = w.Output()  # a training crash's traceback lands here
         try:  # clicking a heatmap cell (row = block, column = weights) forces that tie
             self.tie_fig.data[0].on_click(self._on_heatmap_click)
         except Exception:  # pragma: no cover - depends on the plotly front end
@@ -112,11 +124,17 @@ class Dashboard:
             w.HBox([self.step_label, self.status]), self.map_label,
         ])
         self.ui = w.VBox([controls, w.HBox([self.tie_fig, self.history_fig]),
-                          w.HBox([self.curves_fig, self.memory_fig]), w.HTML("<b>Agent decisions</b>"), self.log])
+                          w.HBox([self.curves_fig, self.memory_fig]), w.HTML("<b>Agent decisions</b>"), self.log,
+                          self.error_out])
 
     def _agent(self) -> Any:
         policy = self.trainer.policy
-        return policy if hasattr(policy, "epsilon") and hasattr(policy, "config") else None
+        return policy if hasattr(policy, "configure") else None
+
+    def _user_edit(self, apply: Any, value: Any) -> None:
+        """A control's observer: forward user edits, ignore the values events write into it."""
+        if not self._echo:
+            apply(value)
 
     def _on_heatmap_click(self, trace: Any, points: Any, selector: Any) -> None:
         if points.xs and points.ys:
@@ -158,17 +176,19 @@ class Dashboard:
             self.status.value = html.escape(message)
 
     def set_steps(self, steps: int) -> None:
-        t = self.trainer
-        t.config = t.config.replace(train=dataclasses.replace(t.config.train, steps=max(int(steps), t.step)))
+        """New step budget, applied by the training thread at the next step boundary."""
+        self.run.set_steps(int(steps))
 
     def set_agent(self, k_steps: int | None = None, epsilon: float | None = None) -> None:
-        agent = self._agent()
-        if agent is None:
-            return
-        if k_steps is not None:
-            agent.config = dataclasses.replace(agent.config, k_steps=int(k_steps))
-        if epsilon is not None:
-            agent.epsilon = float(epsilon)
+        """New K or epsilon for the agent, applied by the training thread at the next step boundary."""
+        self.run.set_agent(k_steps=k_steps, epsilon=epsilon)
+
+    def _on_failure(self, error: BaseException) -> None:
+        text = "".join(traceback.format_exception(error))
+        if self.live:
+            self.status.value = f"<b style='color:#b00'>training failed: {html.escape(repr(error))}</b>"
+            self.error_out.append_stdout(text)
+            self.start_btn.disabled = self.pause_btn.disabled = self.stop_btn.disabled = True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until training ends (headless use; in a live notebook this would freeze the buttons)."""
@@ -179,7 +199,7 @@ class Dashboard:
         self.start()
         summary = self.wait()
         if self.trainer.run_dir is not None:
-            self.save_html(self.trainer.run_dir / "dashboard.html")
+            self.save_html(self.trainer.run_dir / RunDir.DASHBOARD)
         self.show()
         return summary
 
@@ -199,7 +219,11 @@ class Dashboard:
             self.decisions = ([event.record | {"step": event.step}] + self.decisions)[: self.log_size]
             if self.live:
                 self.log.value = self._log_text()
-                self.eps_box.value = float(event.record["epsilon"])
+                self._echo = True
+                try:
+                    self.eps_box.value = float(event.record["epsilon"])
+                finally:
+                    self._echo = False
         elif isinstance(event, EndEvent) and self.live:
             self.step_label.value = self._step_text()
             self.status.value = "stopped early" if event.stopped_early else "finished"
@@ -207,11 +231,12 @@ class Dashboard:
 
     def _draw_tie_map(self) -> None:
         tie_map = self.trainer.model.tie_map
-        n = len(self.history_roots)
+        history = history_matrix(self.history_roots)
         with self.tie_fig.batch_update(), self.history_fig.batch_update():
             self.tie_fig.data[0].z = tie_matrix(tie_map)
             self.tie_fig.layout.title.text = f"Tie map {list(tie_map)}"
-            self.history_fig.data[0].z = [[self.history_roots[t][b] for t in range(n)] for b in range(self.n_layer)]
+            self.history_fig.data[0].z = history
+            self.history_fig.data[0].text = history_hover(history)
             self.history_fig.data[0].x = list(self.history_steps)
         if self.live:
             self.map_label.value = self._map_text()

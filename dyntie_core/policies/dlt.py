@@ -3,78 +3,26 @@
 Online one-step Q-learning. The state is the tie map as floats; the Q network maps it
 to L(L+1)/2 outputs, block i owning the i+1 outputs from i(i+1)/2 (output j < i: "tie
 to j", output i: "independent"). An episode sweeps blocks 1..L-1; each decision is
-followed by K training steps, then a reward and one Q update. Every default below is
-the paper preset; each extension is off until asked for.
+followed by K training steps, then a reward and one Q update. Its settings are
+``AgentConfig`` (defaults: the paper preset; each extension off until asked for).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import _from_dict
-from .events import DecisionEvent
-from .tying import TieMap, unique_blocks, validate_tie_map
-
-REWARDS = ("clipped-ppl", "loss-improvement")
-
-
-@dataclass
-class AgentConfig:
-    """The agent's settings; defaults are the paper preset.
-
-    Extensions (off by default):
-    - ``reward_split="valid"``: score the reward on a validation batch instead of a training batch.
-    - ``reward="loss-improvement"``: reward = drop in cross-entropy on one batch across the K steps
-      (scored before the action and after), instead of the saturating clipped perplexity.
-    - ``param_penalty=lambda``: subtract ``lambda * unique_blocks / L`` from the reward (rewards tying).
-    - ``replay_size>0``: a replay buffer (``replay_batch`` samples per update) with a target network
-      synced every ``target_sync`` updates.
-    """
-
-    k_steps: int = 4
-    hidden: int = 128
-    gamma: float = 0.99
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    epsilon_start: float = 1.0
-    epsilon_decay: float = 0.95
-    epsilon_min: float = 0.01
-    reward: str = "clipped-ppl"
-    reward_clip: float = 10.0
-    reward_split: str = "train"
-    param_penalty: float = 0.0
-    replay_size: int = 0
-    replay_batch: int = 32
-    target_sync: int = 50
-    learn: bool = True
-
-    def __post_init__(self) -> None:
-        if self.k_steps < 1:
-            raise ValueError(f"AgentConfig.k_steps must be >= 1, got {self.k_steps}")
-        if not 0.0 <= self.epsilon_min <= self.epsilon_start <= 1.0:
-            raise ValueError("AgentConfig needs 0 <= epsilon_min <= epsilon_start <= 1")
-        if not 0.0 < self.epsilon_decay <= 1.0:
-            raise ValueError(f"AgentConfig.epsilon_decay must be in (0, 1], got {self.epsilon_decay}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"AgentConfig.reward must be one of {REWARDS}, got {self.reward!r}")
-        if self.reward_split not in ("train", "valid"):
-            raise ValueError(f"AgentConfig.reward_split must be 'train' or 'valid', got {self.reward_split!r}")
-        if self.replay_size < 0 or self.replay_batch < 1 or self.target_sync < 1:
-            raise ValueError("AgentConfig.replay_size must be >= 0, replay_batch and target_sync >= 1")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
-        return _from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from ..config import AgentConfig, MethodConfig
+from ..events import DecisionEvent
+from ..optim import load_optimizer_state, optimizer_state_tensors
+from ..tying import TieMap, apply_action, unique_blocks, validate_tie_map
+from .base import MethodSpec, PolicyHost
 
 
 def slice_start(block: int) -> int:
@@ -98,28 +46,6 @@ class QNetwork(nn.Module):
         """The ``block + 1`` Q values of one block's actions (last dim)."""
         s = slice_start(block)
         return self(state)[..., s:s + block + 1]
-
-
-class AgentHost(Protocol):
-    """What the agent needs from the training loop (a ``Trainer`` provides it; tests fake it)."""
-
-    step: int
-
-    @property
-    def tie_map(self) -> TieMap: ...
-
-    def batch_loss(self, split: str, generator: torch.Generator) -> float: ...
-
-    def emit(self, event: DecisionEvent) -> None: ...
-
-
-def apply_action(tie_map: Sequence[int], block: int, action: int) -> TieMap:
-    """Action j < block ties ``block`` to j; action == block makes it independent."""
-    if not 0 <= action <= block:
-        raise ValueError(f"action {action} is not valid for block {block} (0..{block})")
-    new = list(tie_map)
-    new[block] = action
-    return tuple(new)
 
 
 class DLTAgent:
@@ -150,12 +76,21 @@ class DLTAgent:
     def initial_tie_map(self, n_layer: int) -> TieMap:
         return validate_tie_map([0] * n_layer, n_layer)
 
-    def on_step(self, step: int, trainer: AgentHost) -> Sequence[int] | None:
+    def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
         if step % self.config.k_steps:
             return None
         if self.pending is not None:
-            self._finish_transition(trainer)
-        return self._decide(trainer)
+            self._finish_transition(host)
+        return self._decide(host)
+
+    def configure(self, k_steps: int | None = None, epsilon: float | None = None) -> None:
+        """Change K or the current epsilon mid-run (the dashboard's controls); validated like the config."""
+        if k_steps is not None:
+            self.config = dataclasses.replace(self.config, k_steps=int(k_steps))
+        if epsilon is not None:
+            if not 0.0 <= float(epsilon) <= 1.0:
+                raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+            self.epsilon = float(epsilon)
 
     # ---- decisions -------------------------------------------------------------------
     def _next_block(self) -> int:
@@ -175,7 +110,7 @@ class DLTAgent:
             q = self.q.block_q(torch.tensor(state, dtype=torch.float32), block)
         return int(torch.argmax(q)), False
 
-    def _decide(self, host: AgentHost) -> TieMap:
+    def _decide(self, host: PolicyHost) -> TieMap:
         state = tuple(host.tie_map)
         block = self._next_block()
         action, explore = self.choose(state, block)
@@ -204,7 +139,7 @@ class DLTAgent:
             r -= self.config.param_penalty * unique_blocks(tie_map) / self.n_layer
         return r
 
-    def _finish_transition(self, host: AgentHost) -> None:
+    def _finish_transition(self, host: PolicyHost) -> None:
         p = self.pending
         assert p is not None
         ce = host.batch_loss(self.config.reward_split, self.generator)
@@ -258,9 +193,8 @@ class DLTAgent:
     def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         tensors = {f"q/{k}": v for k, v in self.q.state_dict().items()}
         tensors.update({f"target/{k}": v for k, v in self.target.state_dict().items()})
-        for i, p in enumerate(self.q.parameters()):
-            for key, value in self.optimizer.state.get(p, {}).items():
-                tensors[f"qopt/{i}/{key}"] = value
+        tensors.update({f"qopt/{k}": v for k, v in optimizer_state_tensors(self.optimizer,
+                                                                           self.q.named_parameters()).items()})
         tensors["rng"] = self.generator.get_state()
         state = {"config": self.config.to_dict(), "epsilon": self.epsilon, "episode": self.episode,
                  "block": self.block, "updates": self.updates, "pending": self.pending, "replay": self.replay}
@@ -269,12 +203,8 @@ class DLTAgent:
     def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.q.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("q/")})
         self.target.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("target/")})
-        params = list(self.q.parameters())
-        self.optimizer.state.clear()
-        for key, value in tensors.items():
-            if key.startswith("qopt/"):
-                _, i, name = key.split("/")
-                self.optimizer.state[params[int(i)]][name] = value.clone()
+        load_optimizer_state(self.optimizer, self.q.named_parameters(),
+                             {k[5:]: v for k, v in tensors.items() if k.startswith("qopt/")})
         self.generator.set_state(tensors["rng"])
         self.epsilon = float(state["epsilon"])
         self.episode = int(state["episode"])
@@ -284,19 +214,17 @@ class DLTAgent:
         self.replay = [tuple(t) for t in state["replay"]]  # type: ignore[misc]
 
 
-def random_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
-    """A random map with exactly ``n_unique`` roots: block 0 plus ``n_unique - 1`` random blocks;
-    every other block ties to a uniformly chosen earlier root."""
-    if not 1 <= n_unique <= n_layer:
-        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
-    g = torch.Generator().manual_seed(seed)
-    others = (torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist()
-    roots = sorted([0, *others])
-    tie = []
-    for i in range(n_layer):
-        if i in roots:
-            tie.append(i)
-        else:
-            earlier = [r for r in roots if r < i]
-            tie.append(earlier[int(torch.randint(0, len(earlier), (), generator=g))])
-    return validate_tie_map(tie, n_layer)
+def _dlt(method: MethodConfig, n_layer: int, seed: int) -> DLTAgent:
+    return DLTAgent(n_layer, method.agent, seed=seed, name="dlt")
+
+
+def _random(method: MethodConfig, n_layer: int, seed: int) -> DLTAgent:
+    """The control: the same actions and schedule, epsilon 1 forever, no learning."""
+    config = dataclasses.replace(method.agent, epsilon_start=1.0, epsilon_decay=1.0, epsilon_min=1.0, learn=False)
+    return DLTAgent(n_layer, config, seed=seed, name="random")
+
+
+SPECS = (
+    MethodSpec("dlt", _dlt, "the paper's Q-learning agent (settings: MethodConfig.agent)", agent=True),
+    MethodSpec("random", _random, "the agent's control: the same sweep with uniformly random actions", agent=True),
+)

@@ -1,0 +1,46 @@
+"""Tie policies: who decides the tie map, and when.
+
+One registry maps method names to builders: the fixed schemes, ``random-fixed`` and
+``manual`` (``fixed.py``), and the DLT agent ``dlt`` with its control ``random``
+(``dlt.py``). To add a policy: write a class with the ``TiePolicy`` methods and add a
+``MethodSpec`` for it to a ``SPECS`` tuple listed below.
+"""
+
+from __future__ import annotations
+
+from ..config import MethodConfig
+from . import dlt, fixed
+from .base import MethodSpec, PolicyHost, TiePolicy
+from .dlt import DLTAgent, QNetwork, slice_start
+from .fixed import FixedPolicy, ManualPolicy
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (*fixed.SPECS, *dlt.SPECS)}
+
+
+def available_methods() -> list[str]:
+    return sorted(METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(available_methods())}") from None
+
+
+def check_method(method: MethodConfig) -> MethodSpec:
+    """Reject a method config whose settings would be silently ignored."""
+    spec = method_spec(method.name)
+    if spec.n_unique == "none" and method.n_unique is not None:
+        raise ValueError(f"method {method.name!r} does not take n_unique (it would have no effect); "
+                         f"methods that do: {', '.join(n for n, s in METHODS.items() if s.n_unique != 'none')}")
+    return spec
+
+
+def make_policy(method: MethodConfig, n_layer: int, seed: int = 0) -> TiePolicy:
+    """Build the tie policy a method config names."""
+    return check_method(method).build(method, n_layer, seed)
+
+
+__all__ = ["METHODS", "DLTAgent", "FixedPolicy", "ManualPolicy", "MethodSpec", "PolicyHost", "QNetwork", "TiePolicy",
+           "available_methods", "check_method", "make_policy", "method_spec", "slice_start"]
