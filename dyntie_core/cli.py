@@ -22,6 +22,7 @@ from .config import (
     read_json_object,
 )
 from .data import DataError
+from .fileio import write_text_atomic
 from .policies import METHODS, available_methods, check_method
 from .presets import PRESETS, get_preset, preset_config
 from .rundir import RunDir
@@ -252,7 +253,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows = _compare(config, "vanilla,dlt", None, [args.seed], args.out)
     n_unique = round(next(r["unique_blocks"] for r in rows if r["method"] == "dlt"))
     rows += _compare(config, f"random-fixed:{n_unique}", None, [args.seed], args.out / "control")
-    (args.out / "demo.md").write_text(markdown_table(rows), encoding="utf-8")
+    write_text_atomic(args.out / "demo.md", markdown_table(rows))
     print("\nAll three, same data, model, steps and seed:\n" + markdown_table(rows))
     print(f"tie-map history of the agent: {tie_history_html(args.out / 'dlt' / f'seed{args.seed}')}")
     return 0

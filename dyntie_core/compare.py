@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import AgentConfig, MethodConfig, RunConfig
 from .data import TokenData, load_data
+from .fileio import write_text_atomic
 from .loop import Trainer
 from .memory import format_bytes
 from .plots import pareto_html
@@ -152,10 +153,10 @@ def write_tables(rows: Sequence[dict[str, Any]], out_dir: Path, base: RunConfig)
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()})
-    (out_dir / "comparison.csv").write_text(buf.getvalue(), encoding="utf-8")
+    write_text_atomic(out_dir / "comparison.csv", buf.getvalue())
     m, t, d = base.model, base.train, base.data
     header = (f"# Comparison\n\nData: `{d.dataset}` ({d.tokenizer}), model: {m.n_layer} blocks, width {m.n_embd}, "
               f"{m.n_head} heads, context {m.block_size}, tie mode {m.tie_mode}; {t.steps} steps of batch "
               f"{t.batch_size}, lr {t.lr} ({t.lr_schedule}). Validation perplexity is the best over the run; test "
               "perplexity is measured at that best-validation checkpoint. Mean ± std over seeds.\n\n")
-    (out_dir / "comparison.md").write_text(header + markdown_table(rows), encoding="utf-8")
+    write_text_atomic(out_dir / "comparison.md", header + markdown_table(rows))

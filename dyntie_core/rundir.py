@@ -24,7 +24,7 @@ from typing import Any
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import RunConfig
 from .data import Tokenizer, load_tokenizer
-from .fileio import write_json
+from .fileio import write_json, write_text_atomic
 from .model import TiedGPT
 
 CHECKPOINT_KINDS = ("best", "last")
@@ -100,7 +100,7 @@ class RunDir:
             f.write(json.dumps(row) + "\n")
 
     def rewrite_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
-        (self.path / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        write_text_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_path(self, kind: str, step: int | None = None) -> Path:
