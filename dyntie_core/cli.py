@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointError
+from .compare import markdown_table, parse_methods, run_comparison
 from .config import (
     SECTIONS,
     AgentConfig,
@@ -23,8 +24,11 @@ from .config import (
 )
 from .data import DataError
 from .fileio import write_text_atomic
+from .loop import Trainer
+from .plots import tie_history_html
 from .policies import METHODS, available_methods, check_method
 from .presets import PRESETS, get_preset, preset_config
+from .progress import ProgressBar
 from .rundir import RunDir
 
 
@@ -179,10 +183,11 @@ def _check_fresh_out(out: Path, force: bool) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .loop import Trainer
-    from .progress import ProgressBar
-
     if args.resume:
+        given = {f"{sec}.{key}" for sec, keys in _flag_layer(args).items() for key in keys} - {"train.steps"}
+        if given or args.preset or args.config or args.force:
+            raise ConfigError("--resume reads every setting from the run's config.json (only --steps may change); "
+                              f"drop {', '.join(sorted(given)) or '--preset/--config/--force'}")
         trainer = Trainer.resume(args.out, steps=args.steps)
     else:
         config = build_config(args)
@@ -202,9 +207,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int],
              out: Path) -> list[dict[str, Any]]:
-    from .compare import markdown_table, parse_methods, run_comparison
-    from .progress import ProgressBar
-
     methods = parse_methods(methods_spec, n_unique, agent=config.method.agent)
 
     def attach(trainer: Any, label: str) -> None:
@@ -233,8 +235,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_ties(args: argparse.Namespace) -> int:
-    from .plots import tie_history_html
-
     try:
         path = tie_history_html(args.run_dir, args.out)
     except FileNotFoundError as exc:
@@ -244,9 +244,6 @@ def cmd_plot_ties(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .compare import markdown_table
-    from .plots import tie_history_html
-
     print("dyntie demo: vanilla vs the DLT agent (paper preset, K=4) vs a random fixed map with the agent's final "
           "number of unique blocks, on Python's bundled docs; offline, CPU.", file=sys.stderr)
     config = preset_config("demo", train={"seed": args.seed})

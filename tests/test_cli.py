@@ -28,6 +28,8 @@ def test_train_writes_a_run_directory_and_resume_extends_it(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["n_layer"] == 4
     assert main(["train", "--out", str(out), "--method", "vanilla", "--steps", "10", *TINY]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--steps", "15", "--n-layer", "6"]) == 2
+    assert "only --steps may change" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", "--steps", "15"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 15
 

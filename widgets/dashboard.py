@@ -184,10 +184,9 @@ class Dashboard:
         self.run.set_agent(k_steps=k_steps, epsilon=epsilon)
 
     def _on_failure(self, error: BaseException) -> None:
-        text = "".join(traceback.format_exception(error))
         if self.live:
             self.status.value = f"<b style='color:#b00'>training failed: {html.escape(repr(error))}</b>"
-            self.error_out.append_stdout(text)
+            self.error_out.append_stdout("".join(traceback.format_exception(error)))
             self.start_btn.disabled = self.pause_btn.disabled = self.stop_btn.disabled = True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:

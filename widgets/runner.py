@@ -73,8 +73,10 @@ class BackgroundRun:
         configure = getattr(self.trainer.policy, "configure", None)
         if configure is None:
             return
-        if epsilon is not None and not 0.0 <= float(epsilon) <= 1.0:
+        if epsilon is not None and not 0.0 <= float(epsilon) <= 1.0:  # checked here, not in the training thread
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        if k_steps is not None and int(k_steps) < 1:
+            raise ValueError(f"K must be >= 1, got {k_steps}")
         self._commands.put(lambda t: configure(k_steps=k_steps, epsilon=epsilon))
 
     def when_done(self, fn: Callable[[dict[str, Any]], None]) -> None:
