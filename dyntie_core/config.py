@@ -169,7 +169,8 @@ class DataConfig(Serializable):
                           "files, or a hub name (wikitext-2, wikitext-103, lambada, lm1b, tiny-shakespeare)")
     tokenizer: str = option("bpe", "char, bpe (byte-level BPE trained on the training split) or gpt2")
     bpe_vocab_size: int = option(4096, "BPE vocabulary size", flag="--vocab-size")
-    tokenizer_path: str | None = option(None, "local GPT-2 tokenizer.json (for --tokenizer gpt2)")
+    tokenizer_path: str | None = option(None, "for --tokenizer gpt2: a directory with GPT-2's encoder.json + "
+                                        "vocab.bpe (or vocab.json + merges.txt), or a tokenizer.json")
     cache_dir: str = option("data/cache", "where trained tokenizers are cached")
 
     def __post_init__(self) -> None:

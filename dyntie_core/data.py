@@ -300,23 +300,59 @@ def train_bpe(corpus: Corpus, vocab_size: int, cache_dir: str | Path) -> HFToken
     return HFTokenizer(HFTok.from_file(str(path)), f"bpe{vocab_size}")
 
 
+GPT2_FILE_PAIRS = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))  # OpenAI's names, HF's names
+GPT2_ENV = "DYNTIE_GPT2_TOKENIZER"
+
+
+def gpt2_from_files(vocab: Path, merges: Path) -> HFTokenizer:
+    """GPT-2's byte-level BPE from its vocabulary and merges files, with HF ``tokenizers``."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import decoders, models, pre_tokenizers
+
+    try:
+        tok = HFTok(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception as exc:
+        raise DataError(f"cannot read a GPT-2 vocabulary from {vocab} and {merges} ({exc})") from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])  # id 50256, as GPT-2 has it
+    return HFTokenizer(tok, "gpt2")
+
+
 def gpt2_tokenizer(path: str | None) -> HFTokenizer:
-    """GPT-2's BPE from a local ``tokenizer.json`` (or the local HF cache); never downloads."""
+    """GPT-2's BPE, without downloading unless the hub is reachable and allowed.
+
+    ``path`` (else ``$DYNTIE_GPT2_TOKENIZER``): a ``tokenizer.json``, or a directory holding GPT-2's
+    ``encoder.json`` + ``vocab.bpe`` (as released) or ``vocab.json`` + ``merges.txt`` (HF's names).
+    Without one: the hub's ``gpt2`` tokenizer (local HF cache first; download only when not offline).
+    """
     from tokenizers import Tokenizer as HFTok
 
+    path = path or os.environ.get(GPT2_ENV)
     if path:
-        p = Path(path)
+        p = Path(path).expanduser()
+        if p.is_dir():
+            for vocab, merges in GPT2_FILE_PAIRS:
+                if (p / vocab).is_file() and (p / merges).is_file():
+                    return gpt2_from_files(p / vocab, p / merges)
+            if (p / "tokenizer.json").is_file():
+                p = p / "tokenizer.json"
+            else:
+                raise DataError(f"no GPT-2 vocabulary in {p}: expected encoder.json + vocab.bpe, vocab.json + "
+                                "merges.txt, or tokenizer.json")
         if not p.is_file():
             raise DataError(f"GPT-2 tokenizer file not found: {p}")
         return HFTokenizer(HFTok.from_file(str(p)), "gpt2")
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE",))
     try:
         from huggingface_hub import hf_hub_download
 
-        local = hf_hub_download("gpt2", "tokenizer.json", local_files_only=True)
+        local = hf_hub_download("gpt2", "tokenizer.json", local_files_only=offline)
         return HFTokenizer(HFTok.from_file(local), "gpt2")
     except Exception:
-        raise DataError("GPT-2 BPE is not available locally: pass tokenizer_path (--tokenizer-path) to a "
-                        "GPT-2 tokenizer.json, or use --tokenizer bpe (trained here on the corpus)") from None
+        raise DataError("GPT-2 BPE is not available: pass --tokenizer-path (or set DYNTIE_GPT2_TOKENIZER) to a "
+                        "directory with GPT-2's encoder.json + vocab.bpe (e.g. ../shared/data/gpt2) or a "
+                        "tokenizer.json, or use --tokenizer bpe (trained here on the corpus)") from None
 
 
 def build_tokenizer(corpus: Corpus, config: DataConfig) -> Tokenizer:

@@ -150,3 +150,44 @@ def test_eval_windows_are_contiguous_and_capped(pydoc_chars):
     xs = torch.cat([x for x, _ in windows])
     assert xs.shape == (20, 32)
     assert torch.equal(xs.reshape(-1), tokens[: 20 * 32])
+
+
+# GPT-2's ids for these strings, as GPT-2's own encoder (and tiktoken's "gpt2") gives them
+GPT2_KNOWN_IDS = {
+    "Hello world": [15496, 995],
+    " the": [262],
+    "GPT-2 is a language model.": [38, 11571, 12, 17, 318, 257, 3303, 2746, 13],
+    "<|endoftext|>": [50256],
+}
+
+
+def test_gpt2_tokenizer_from_the_released_files_gives_gpt2_ids(shared_data, tmp_path, monkeypatch):
+    from dyntie_core.data import build_tokenizer, gpt2_tokenizer, load_corpus
+
+    tok = gpt2_tokenizer(str(shared_data / "gpt2"))
+    assert tok.vocab_size == 50257 and tok.name == "gpt2"
+    for text, ids in GPT2_KNOWN_IDS.items():
+        assert tok.encode(text) == ids, text
+    assert tok.decode(tok.encode("  indented\n\nnew lines")) == "  indented\n\nnew lines"
+    # HF's file names, a saved tokenizer.json, and the environment variable all lead to the same ids
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "vocab.json").write_bytes((shared_data / "gpt2" / "encoder.json").read_bytes())
+    (hf / "merges.txt").write_bytes((shared_data / "gpt2" / "vocab.bpe").read_bytes())
+    assert gpt2_tokenizer(str(hf)).encode("Hello world") == [15496, 995]
+    tok.save(tmp_path / "tokenizer.json")
+    assert gpt2_tokenizer(str(tmp_path / "tokenizer.json")).encode("Hello world") == [15496, 995]
+    monkeypatch.setenv("DYNTIE_GPT2_TOKENIZER", str(shared_data / "gpt2"))
+    corpus = load_corpus("pydoc")
+    assert build_tokenizer(corpus, DataConfig(tokenizer="gpt2")).encode(" the") == [262]
+
+
+def test_gpt2_tokenizer_missing_files_say_where_to_look(tmp_path, monkeypatch):
+    from dyntie_core.data import DataError, gpt2_tokenizer
+
+    monkeypatch.delenv("DYNTIE_GPT2_TOKENIZER", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="no GPT-2 vocabulary in"):
+        gpt2_tokenizer(str(tmp_path))
+    with pytest.raises(DataError, match="encoder.json \\+ vocab.bpe"):
+        gpt2_tokenizer(None)
