@@ -19,8 +19,8 @@ from .config import (
     AgentConfig,
     ConfigError,
     RunConfig,
-    merge_config_dicts,
     read_json_object,
+    resolve_layers,
 )
 from .data import DataError
 from .fileio import write_text_atomic
@@ -114,7 +114,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     """Explicit options > ``--config`` file > ``--preset`` > dataclass defaults, merged key by key."""
     preset = get_preset(args.preset).sections if args.preset else {}
     from_file = read_json_object(args.config, "config file") if args.config else {}
-    return RunConfig.from_dict(merge_config_dicts(preset, from_file, _flag_layer(args)))
+    return resolve_layers(preset, from_file, _flag_layer(args))
 
 
 def _parse_schedule(text: str) -> list[list[Any]]:

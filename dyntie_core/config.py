@@ -126,6 +126,8 @@ class TrainConfig(Serializable):
     """
 
     steps: int = option(1000, "optimizer steps")
+    episodes: int | None = option(None, "agent episodes instead of --steps: steps = episodes x (L - 1) x K (the same "
+                                  "step count for every method of a comparison)")
     batch_size: int = option(16, "sequences per step")
     lr: float = option(1e-3, "peak AdamW learning rate")
     min_lr: float = option(1e-4, "final learning rate of the cosine schedule")
@@ -145,6 +147,8 @@ class TrainConfig(Serializable):
         for name in ("steps", "batch_size", "eval_interval", "eval_tokens"):
             value = getattr(self, name)
             _check(_is_int(value) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
+        _check(self.episodes is None or (_is_int(self.episodes) and self.episodes > 0),
+               f"TrainConfig.episodes must be a positive int or None, got {self.episodes!r}")
         for name in ("warmup_steps", "checkpoint_interval"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 0, f"TrainConfig.{name} must be an int >= 0, got {value!r}")
@@ -268,6 +272,17 @@ class RunConfig(Serializable):
     def replace(self, **sections: Any) -> RunConfig:
         return dataclasses.replace(self, **sections)
 
+    def with_episodes(self) -> RunConfig:
+        """Resolve ``train.episodes`` into ``train.steps``: episodes x (L - 1) decisions x K steps each.
+
+        Resolved once, from this config's agent K, so every method compared against it trains the
+        same number of steps."""
+        episodes = self.train.episodes
+        if episodes is None:
+            return self
+        steps = episodes * max(1, self.model.n_layer - 1) * self.method.agent.k_steps
+        return self.replace(train=dataclasses.replace(self.train, steps=steps))
+
 
 SECTIONS: dict[str, type[Serializable]] = {"model": GPTConfig, "train": TrainConfig, "data": DataConfig,
                                            "method": MethodConfig}
@@ -284,6 +299,23 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def resolve_layers(*layers: dict[str, Any]) -> RunConfig:
+    """A ``RunConfig`` from partial config dicts, later layers winning key by key.
+
+    A layer that sets ``train.steps`` without ``train.episodes`` overrides an earlier layer's
+    episodes (an explicit step budget wins); episodes are then resolved into steps."""
+    merged = merge_config_dicts(*layers)
+    episodes = None
+    for layer in layers:
+        train = layer.get("train", {})
+        if "episodes" in train:
+            episodes = train["episodes"]
+        elif "steps" in train:
+            episodes = None
+    merged.setdefault("train", {})["episodes"] = episodes
+    return RunConfig.from_dict(merged).with_episodes()
 
 
 def merge_config_dicts(*layers: dict[str, Any]) -> dict[str, Any]:

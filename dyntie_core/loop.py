@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import BatchSampler, TokenData, load_data
 from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
@@ -47,6 +47,7 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     """A config as resume compares it: the step budget may be extended, everything else must match."""
     d = config.to_dict()
     d["train"].pop("steps")
+    d["train"].pop("episodes")
     return d
 
 
@@ -59,6 +60,9 @@ class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, data: TokenData | None = None,
                  policy: TiePolicy | None = None, checkpoint: Checkpoint | None = None) -> None:
         """``checkpoint``: start from this saved training state (what ``resume`` passes) instead of a fresh init."""
+        if config.train.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {config.train.device!r} asked for, but this machine has no CUDA device; use "
+                              "--device cpu (or a preset's -cpu twin)")
         if config.train.device == "cpu":
             torch.set_flush_denormal(True)  # tied LM heads can produce denormals: 30x slower steps on CPU
         self.data = data if data is not None else load_data(config.data, config.model.block_size)
@@ -103,7 +107,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was made by a run with another config than "
                                   f"{run / RunDir.CONFIG}; refusing to mix two runs")
         if steps is not None:
-            config = config.replace(train=dataclasses.replace(config.train, steps=steps))
+            config = config.replace(train=dataclasses.replace(config.train, steps=steps, episodes=None))
             run.write_config(config)
         return cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint)
 
@@ -140,8 +144,8 @@ class Trainer:
 
     def set_step_budget(self, steps: int) -> None:
         """Change the step budget of a running run (never below the steps already done)."""
-        self.config = self.config.replace(train=dataclasses.replace(self.config.train, steps=max(int(steps),
-                                                                                                 self.step)))
+        train = dataclasses.replace(self.config.train, steps=max(int(steps), self.step), episodes=None)
+        self.config = self.config.replace(train=train)
 
     # ---- one step --------------------------------------------------------------------
     def train_step(self) -> float:

@@ -202,3 +202,32 @@ def test_out_that_is_a_file_is_one_clear_error(tmp_path, capsys):
     target.write_text("keep me")
     assert main(["train", "--out", str(target), "--steps", "2", *TINY]) == 2
     assert "not a directory" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+def test_episodes_set_the_step_budget_and_explicit_steps_win():
+    assert _config_of(["--preset", "paper-gpt2-48-cpu"]).train.steps == 10 * 11 * 4
+    cfg = _config_of(["--preset", "paper-gpt2-48"])
+    assert cfg.train.steps == 56_400 and cfg.model.n_layer == 48 and cfg.data.tokenizer == "gpt2"
+    assert cfg.method.name == "dlt" and cfg.train.device == "cuda"
+    cfg = _config_of(["--n-layer", "4", "--episodes", "2", "--agent", "k_steps=3"])
+    assert cfg.train.steps == 2 * 3 * 3
+    cfg = _config_of(["--preset", "paper-gpt2-48-cpu", "--steps", "30"])
+    assert cfg.train.steps == 30 and cfg.train.episodes is None
+
+
+def test_compare_gives_every_method_the_steps_of_the_episodes(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "vanilla,dlt", "--episodes", "1", "--agent", "k_steps=2", "--out", str(out),
+                 *TINY]) == 0
+    steps = [json.loads((out / m / "seed1337" / "summary.json").read_text())["steps"]
+             for m in ("vanilla", "dlt[k_steps=2]")]
+    assert steps == [1 * 3 * 2, 1 * 3 * 2]
+
+
+def test_cuda_on_a_machine_without_it_is_one_clear_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", "cuda", "--steps", "2", *TINY]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

@@ -11,6 +11,7 @@ def _grads(block):
 
 
 def test_forward_shapes_and_loss(tiny_config):
+    torch.manual_seed(0)  # unseeded, the init loss sometimes strayed past the 10% band (a flaky test)
     model = TiedGPT(tiny_config)
     idx = torch.randint(0, 64, (3, 16))
     logits, loss = model(idx, idx)
@@ -151,4 +152,4 @@ def test_post_ln_bert_shape_runs_and_differs_from_pre_ln(tiny_config):
     post.load_state_dict(pre.state_dict())
     idx = torch.randint(0, 64, (1, 16))
     assert not torch.allclose(pre(idx)[0], post(idx)[0])
-    assert preset_config("bert-base").model.norm_position == "post"
+    assert preset_config("paper-bert").model.norm_position == "post"
