@@ -13,12 +13,12 @@ from typing import Any
 
 from .config import AgentConfig, MethodConfig, RunConfig
 from .data import TokenData, load_data
+from .experiment import run_or_resume
 from .fileio import write_text_atomic
 from .loop import Trainer
 from .memory import format_bytes
 from .plots import pareto_html
 from .policies import check_method, method_spec
-from .rundir import RunDir
 
 COLUMNS = ("method", "seeds", "val_ppl_mean", "val_ppl_std", "test_ppl_mean", "test_ppl_std", "trainable_params",
            "unique_blocks", "model_state_bytes", "tokens_per_s", "wall_s")
@@ -73,20 +73,9 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
     for method in methods:
         label = run_label(method)
         for seed in seeds:
-            run = RunDir(out_dir / label / f"seed{seed}")
             cfg = base.replace(method=method, train=dataclasses.replace(base.train, seed=seed))
-            summary = run.read_summary()
-            checkpoint = run.latest_checkpoint()
-            if summary is not None or checkpoint is not None:
-                _check_same_config(run, cfg)
-            if summary is None or summary.get("stopped_early"):
-                if checkpoint is not None:
-                    trainer = Trainer.resume(run.path, data=data)
-                else:
-                    trainer = Trainer(cfg, run_dir=run.path, data=data)
-                if on_trainer is not None:
-                    on_trainer(trainer, f"{label} seed {seed}")
-                summary = trainer.run()
+            attach = (lambda t, name=f"{label} seed {seed}": on_trainer(t, name)) if on_trainer else None
+            summary = run_or_resume(cfg, out_dir / label / f"seed{seed}", data=data, on_trainer=attach)
             summaries.setdefault(label, []).append(summary)
     rows = [summarize(label, runs) for label, runs in summaries.items()]
     write_tables(rows, out_dir, base)
@@ -103,18 +92,6 @@ def against(trainer: Trainer, summary: dict[str, Any], methods: Sequence[MethodC
         other = Trainer(trainer.config.replace(method=method), run_dir=out_dir / run_label(method), data=trainer.data)
         rows.append(summarize(run_label(method), [other.run()]))
     return rows
-
-
-def _check_same_config(run: RunDir, wanted: RunConfig) -> None:
-    """A run directory is reused only for the very same config (the vocabulary comes from the data)."""
-    stored = run.read_config().to_dict()
-    expected = wanted.to_dict()
-    expected["model"]["vocab_size"] = stored.get("model", {}).get("vocab_size")
-    if stored != expected:
-        diff = sorted(f"{sec}.{key}" for sec in expected for key in expected[sec]
-                      if stored.get(sec, {}).get(key) != expected[sec][key])
-        raise ValueError(f"{run.path} holds a run with a different config ({', '.join(diff)}); "
-                         "use another --out or delete that directory")
 
 
 def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
