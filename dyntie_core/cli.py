@@ -256,6 +256,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .grid import load_grid, run_grid
+    from .report import write_report
+
+    grid = load_grid(args.grid)
+    bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", dynamic_ncols=True)
+
+    def on_result(result: Any) -> None:
+        bar.update(1)
+        if result.state == "failed":
+            bar.write(f"failed: {result.name}: {result.error}")
+
+    results = run_grid(grid, args.out, jobs=args.jobs, on_result=on_result)
+    bar.close()
+    failed = [r for r in results if r.state == "failed"]
+    counts = {state: sum(r.state == state for r in results) for state in ("done", "reused", "failed")}
+    print(f"{len(results)} cells: {counts['done']} run, {counts['reused']} already finished, {counts['failed']} failed")
+    if any(r.state != "failed" for r in results):
+        md, page = write_report(args.out)
+        print(f"report: {md}, {page}")
+    if failed:
+        print("\n| failed cell | error | executed notebook |\n| --- | --- | --- |")
+        for r in failed:
+            print(f"| {r.name} | {r.error} | {args.out / r.name / 'cell.ipynb'} |")
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    md, page = write_report(args.results, args.out)
+    print(md.read_text(encoding="utf-8"))
+    print(f"written: {md}, {page}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dyntie", description="Dynamic Layer Tying workbench: train GPT models "
                                      "whose blocks are tied by fixed schemes, schedules or an RL agent.")
@@ -289,6 +328,23 @@ def make_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=Path, help="a run directory")
     plot.add_argument("--out", type=Path, help="HTML file (default: RUN_DIR/tie_history.html)")
     plot.set_defaults(func=cmd_plot_ties)
+
+    reproduce = sub.add_parser("reproduce", help="run a YAML grid of experiments through the experiment notebook",
+                               description="Expands GRID.yaml (presets x datasets x methods x seeds, with per-cell "
+                               "settings) and runs each cell's notebook with papermill into OUT/<cell>/. A failing "
+                               "cell is recorded and the rest go on (exit status 1 at the end if any failed); "
+                               "finished cells are skipped, so a stopped grid continues where it was. See "
+                               "grids/*.yaml and dyntie_core/grid.py.")
+    reproduce.add_argument("grid", type=Path, help="grid file, e.g. grids/cpu-smoke.yaml")
+    reproduce.add_argument("--out", type=Path, required=True, help="results folder")
+    reproduce.add_argument("--jobs", type=int, default=1, help="cells run at once; CPU threads are divided "
+                           "between them (default: 1)")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    report = sub.add_parser("report", help="paper-style tables (Markdown + one HTML page) from a results folder")
+    report.add_argument("results", type=Path, help="a folder holding run directories at any depth")
+    report.add_argument("--out", type=Path, help="where to write report.md and report.html (default: RESULTS)")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="the offline demo: vanilla vs DLT vs its random-fixed control, "
                           "about 2.5 minutes on 2 cores")

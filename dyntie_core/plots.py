@@ -129,6 +129,11 @@ def memory_figure() -> go.Figure:
 
 # ---- comparisons -------------------------------------------------------------------------
 def pareto_html(runs: Sequence[tuple[str, dict[str, Any]]], path: str | Path, title: str = "") -> Path:
+    """``pareto_figure`` as an offline HTML file."""
+    return write_html(pareto_figure(runs, title), path)
+
+
+def pareto_figure(runs: Sequence[tuple[str, dict[str, Any]]], title: str = "") -> go.Figure:
     """Scatter of (trainable parameters, best validation perplexity), one point per (label, summary)."""
     fig = go.Figure()
     for label in dict.fromkeys(lbl for lbl, _ in runs):
@@ -141,4 +146,4 @@ def pareto_html(runs: Sequence[tuple[str, dict[str, Any]]], path: str | Path, ti
     fig.update_layout(title=title or "Trainable parameters vs validation perplexity (lower-left is better)",
                       xaxis_title="trainable parameters", yaxis_title="best validation perplexity",
                       template="plotly_white")
-    return write_html(fig, path)
+    return fig

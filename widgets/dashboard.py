@@ -9,6 +9,7 @@ Python) it keeps plain figures and writes/displays them statically.
 from __future__ import annotations
 
 import html
+import os
 import time
 import traceback
 from pathlib import Path
@@ -35,7 +36,11 @@ MiB = 1024 * 1024
 
 
 def has_live_frontend() -> bool:
-    """True inside a Jupyter kernel (a front end may be attached); False in plain Python."""
+    """True inside a Jupyter kernel (a front end may be attached); False in plain Python, and wherever
+    ``DYNTIE_HEADLESS=1`` says no one is watching (papermill, nbval, the grid runner): there training
+    runs to its end in the cell instead of in a background thread."""
+    if os.environ.get("DYNTIE_HEADLESS", "").lower() in ("1", "true", "yes"):
+        return False
     try:
         from IPython import get_ipython
     except ImportError:

@@ -1,0 +1,147 @@
+"""Paper-style tables from any folder of runs (``dyntie report DIR``).
+
+Every run directory below the folder (any depth) is one row's sample. Runs are grouped by
+dataset, model family (shape) and method label; each group reports validation and test
+perplexity (mean and std over seeds), trainable parameters and their reduction from
+vanilla-equivalent, unique blocks, model-state memory by component and its ratio to the
+same family's vanilla, and tokens/s. Written as Markdown and as one self-contained HTML
+page with the Pareto plot and the agent runs' tie-map histories.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .compare import run_label
+from .config import ConfigError, RunConfig
+from .fileio import write_text_atomic
+from .memory import format_bytes
+from .plots import history_figure, pareto_figure
+from .rundir import RunDir
+from .tying import resolve_roots
+
+
+def find_runs(root: str | Path) -> list[RunDir]:
+    """Run directories below ``root`` that finished (they hold a config and a summary)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"results folder not found: {root}")
+    runs = [RunDir(p.parent) for p in sorted(root.rglob(RunDir.SUMMARY)) if (p.parent / RunDir.CONFIG).is_file()]
+    if not runs:
+        raise ConfigError(f"no finished runs (summary.json beside config.json) below {root}")
+    return runs
+
+
+def family(config: RunConfig) -> str:
+    m = config.model
+    return f"{m.n_layer}x{m.n_embd}" + (" post-LN" if m.norm_position == "post" else "") + f" ctx{m.block_size}"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def collect(root: str | Path) -> list[dict[str, Any]]:
+    """One row per (dataset, family, method), aggregated over seeds; vanilla first in each group."""
+    groups: dict[tuple[str, str, str], list[tuple[RunDir, dict[str, Any]]]] = {}
+    for run in find_runs(root):
+        config, summary = run.read_config(), run.read_summary()
+        assert summary is not None
+        key = (summary.get("dataset", config.data.dataset), family(config), run_label(config.method))
+        groups.setdefault(key, []).append((run, summary))
+    rows = []
+    for (dataset, fam, label), runs in groups.items():
+        s = [summary for _, summary in runs]
+        val, test = _mean_std([x["best_val_ppl"] for x in s]), _mean_std([x["test_ppl"] for x in s])
+        memory = {k: statistics.fmean(x["memory"][k] for x in s) for k in ("params", "grads", "optimizer",
+                                                                            "model_state")}
+        trainable = statistics.fmean(x["trainable_params"] for x in s)
+        full = statistics.fmean(x["vanilla_equivalent_params"] for x in s)
+        rows.append({
+            "dataset": dataset, "family": fam, "method": label, "seeds": len(s),
+            "val_ppl_mean": val[0], "val_ppl_std": val[1], "test_ppl_mean": test[0], "test_ppl_std": test[1],
+            "trainable_params": round(trainable), "reduction_pct": 100.0 * (1 - trainable / full),
+            "unique_blocks": statistics.fmean(x["unique_blocks"] for x in s), "memory": memory,
+            "tokens_per_s": statistics.fmean(x["tokens_per_s"] or 0.0 for x in s),
+            "diverged": any(x.get("diverged") for x in s), "runs": [str(r.path) for r, _ in runs],
+            "summaries": s,
+        })
+    rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
+    for r in rows:
+        vanilla = next((v for v in rows if (v["dataset"], v["family"], v["method"]) ==
+                        (r["dataset"], r["family"], "vanilla")), None)
+        r["memory_vs_vanilla"] = (r["memory"]["model_state"] / vanilla["memory"]["model_state"]) if vanilla else None
+    return rows
+
+
+HEAD = ("| method | seeds | val ppl | test ppl | trainable params | reduction | unique blocks | params | grads "
+        "| AdamW state | model state | vs vanilla | tokens/s |")
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    out = ["# Results", "", "Validation perplexity: the best over each run; test perplexity at that best-validation "
+           "checkpoint. Mean ± std over seeds. Memory: measured model state (parameters, gradients, AdamW "
+           "moments) at the end of training.", ""]
+    for dataset, fam in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
+        out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 13]
+        for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):
+            m = r["memory"]
+            out.append(f"| {r['method']} | {r['seeds']} | {r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f} | "
+                       f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {r['trainable_params']:,} | "
+                       f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
+                       f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
+                       f"{format_bytes(round(m['model_state']))} | {_ratio(r)} | {r['tokens_per_s']:,.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    return "-" if r["memory_vs_vanilla"] is None else f"{r['memory_vs_vanilla']:.3f}x"
+
+
+def _html_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = ("<tr><th>method</th><th>seeds</th><th>val ppl</th><th>test ppl</th><th>trainable params</th>"
+            "<th>reduction</th><th>unique blocks</th><th>model state</th><th>vs vanilla</th><th>tokens/s</th></tr>")
+    body = "".join(
+        f"<tr><td>{html.escape(r['method'])}</td><td>{r['seeds']}</td>"
+        f"<td>{r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f}</td>"
+        f"<td>{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f}</td><td>{r['trainable_params']:,}</td>"
+        f"<td>{r['reduction_pct']:.1f}%</td><td>{r['unique_blocks']:g}</td>"
+        f"<td>{format_bytes(round(r['memory']['model_state']))}</td><td>{_ratio(r)}</td>"
+        f"<td>{r['tokens_per_s']:,.0f}</td></tr>" for r in rows)
+    return f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{head}{body}</table>"
+
+
+def html_page(rows: Sequence[dict[str, Any]], title: str = "dyntie results") -> str:
+    """Tables, the Pareto plot and the tie-map history of each agent run; plotly.js embedded once."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    figures = []
+    for dataset, fam in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
+        group = [r for r in rows if (r["dataset"], r["family"]) == (dataset, fam)]
+        parts.append(f"<h2>{html.escape(dataset)}, {html.escape(fam)}</h2>{_html_table(group)}")
+        figures.append(pareto_figure([(r["method"], s) for r in group for s in r["summaries"]],
+                                     title=f"{dataset}, {fam}: trainable parameters vs validation perplexity"))
+        for r in group:
+            run = RunDir(r["runs"][0])
+            changes = run.read_jsonl(RunDir.TIE_MAPS)
+            if len(changes) > 1:  # the map changed during the run: show how
+                figures.append(history_figure([c["step"] for c in changes],
+                                              [resolve_roots(c["tie_map"]) for c in changes],
+                                              title=f"Tie-map history: {r['method']} ({run.path.name})"))
+    for i, fig in enumerate(figures):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body style='font-family:sans-serif'>{''.join(parts)}</body></html>")
+
+
+def write_report(root: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` for the runs below ``root`` (written into ``out``, default ``root``)."""
+    rows = collect(root)
+    out_dir = Path(out) if out is not None else Path(root)
+    md = write_text_atomic(out_dir / "report.md", markdown(rows))
+    page = write_text_atomic(out_dir / "report.html", html_page(rows, f"dyntie results: {Path(root).name}"))
+    return md, page
