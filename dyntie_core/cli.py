@@ -274,7 +274,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     bar.close()
     failed = [r for r in results if r.state == "failed"]
     counts = {state: sum(r.state == state for r in results) for state in ("done", "reused", "failed")}
-    print(f"{len(results)} cells: {counts['done']} run, {counts['reused']} already finished, {counts['failed']} failed")
+    print(f"{len(results)} cells: {counts['done']} finished now, {counts['reused']} finished before, "
+          f"{counts['failed']} failed")
     if any(r.state != "failed" for r in results):
         md, page = write_report(args.out)
         print(f"report: {md}, {page}")

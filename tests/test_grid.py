@@ -1,0 +1,114 @@
+"""The grid runner, the experiment notebook under papermill, and reports."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dyntie_core import ConfigError, RunDir, Trainer
+from dyntie_core.cli import main
+from dyntie_core.experiment import experiment_config
+from dyntie_core.grid import load_grid
+from dyntie_core.report import collect, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "grids" / "cpu-smoke.yaml"
+
+
+def test_experiment_parameters_accept_papermill_strings_and_refuse_bad_ones():
+    config = experiment_config(preset="debug", method="cycle", n_unique="2", steps="12", seed="3",
+                               agent="", overrides="{train: {eval_interval: 6}}", dataset="pydoc")
+    assert (config.method.name, config.method.n_unique, config.train.steps, config.train.seed) == ("cycle", 2, 12, 3)
+    assert config.train.eval_interval == 6
+    dlt = experiment_config(preset="paper-gpt2-12-cpu", agent='{"k_steps": 2}', episodes="3")
+    assert dlt.method.name == "dlt" and dlt.train.steps == 3 * 11 * 2
+    for kwargs, message in [({"steps": "twelve"}, "must be an integer"), ({"steps": True}, "must be an integer"),
+                            ({"agent": "[1, 2]"}, "must be a mapping"), ({"overrides": "{a: [}"}, "not valid YAML"),
+                            ({"preset": "nope"}, "unknown preset"), ({"method": "dlt", "n_unique": 3},
+                                                                     "does not take n_unique"),
+                            ({"dataset": 3}, "must be text")]:
+        with pytest.raises((ConfigError, ValueError), match=message):
+            experiment_config(**{"preset": "debug", **kwargs})
+
+
+def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
+    grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
+    assert set(grids) == {"cpu-smoke", "cpu-table", "paper-gpt2", "paper-bert"}
+    assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
+    dlt = grids["cpu-smoke"].cells[1].params
+    assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
+    assert len(grids["cpu-table"].cells) == 2 * 5 * 3
+    for cell in grids["cpu-table"].cells:  # every cell is a valid experiment
+        params = {k: v for k, v in cell.params.items()}
+        experiment_config(**params)
+    for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
+                          ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_grid(bad)
+
+
+def test_smoke_grid_isolates_a_failing_cell_and_resumes_an_interrupted_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = yaml.safe_load(SMOKE.read_text())
+    spec["axes"]["method"].append("nope")  # a deliberately failing cell
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    # the dlt cell was killed half-way: its run directory holds a checkpoint at step 6 and no summary
+    dlt = next(c for c in load_grid(grid_file).cells if c.name == "dlt__seed1")
+    params = {k: v for k, v in dlt.params.items()}
+    half = Trainer(experiment_config(**params), run_dir=out / "dlt__seed1" / "run")
+    half.train(max_steps=7)
+    (out / "dlt__seed1" / "status.json").write_text(json.dumps({"state": "running"}))
+    row_at_6 = RunDir(out / "dlt__seed1" / "run").read_jsonl(RunDir.METRICS)[1]
+    assert row_at_6["step"] == 6
+
+    assert main(["reproduce", str(grid_file), "--out", str(out), "--jobs", "2"]) == 1
+    printed = capsys.readouterr().out
+    assert "| nope__seed1 | ValueError: unknown method 'nope'" in printed
+    assert "4 cells: 3 finished now, 0 finished before, 1 failed" in printed
+    status = json.loads((out / "nope__seed1" / "status.json").read_text())
+    assert status["state"] == "failed" and "unknown method" in status["error"]
+    assert (out / "nope__seed1" / "cell.ipynb").is_file()  # the executed notebook, with the error in it
+    for name in ("vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"):
+        summary = RunDir(out / name / "run").read_summary()
+        assert summary["steps"] == 12 and not summary["stopped_early"], name
+        assert json.loads((out / name / "status.json").read_text())["state"] == "done"
+        nb = (out / name / "cell.ipynb").read_text()
+        assert len(nb) < 2_000_000 and "image/png" in nb
+    resumed = RunDir(out / "dlt__seed1" / "run").read_jsonl(RunDir.METRICS)
+    assert [r["step"] for r in resumed] == [0, 6, 12]
+    assert resumed[1] == row_at_6  # resumed from its checkpoint, not started over
+    assert RunDir(out / "cycle-rev-2__seed1" / "run").read_summary()["unique_blocks"] == 2
+    report = (out / "report.md").read_text()
+    assert "| vanilla | 1 |" in report and "| cycle-rev-2 | 1 |" in report and "dlt[k_steps=2]" in report
+
+    mtime = (out / "vanilla__seed1" / "cell.ipynb").stat().st_mtime_ns
+    assert main(["reproduce", str(grid_file), "--out", str(out)]) == 1  # finished cells are skipped
+    assert "4 cells: 0 finished now, 3 finished before, 1 failed" in capsys.readouterr().out
+    assert (out / "vanilla__seed1" / "cell.ipynb").stat().st_mtime_ns == mtime
+
+
+def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
+    tiny = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+            "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--steps", "5"]
+    assert main(["compare", "--methods", "vanilla,cycle:2", "--seeds", "1,2", "--out", str(tmp_path / "cmp"),
+                 *tiny]) == 0
+    rows = collect(tmp_path)
+    assert [(r["method"], r["seeds"]) for r in rows] == [("vanilla", 2), ("cycle-2", 2)]
+    vanilla, cycle = rows
+    assert vanilla["memory_vs_vanilla"] == 1.0 and 0.4 < cycle["memory_vs_vanilla"] < 0.7
+    assert vanilla["reduction_pct"] == 0.0 and cycle["reduction_pct"] > 30
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| cycle-2 | 2 |" in md and "1.000x" in md
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<table") == 1 and 'src="https://cdn' not in page
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "results folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no finished runs"):
+        write_report(tmp_path / "empty")
