@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -28,7 +30,7 @@ n_embd = 64            # width
 method = "dlt"         # dlt (the agent), random, cycle, all-shared, ...
 dataset = "pydoc"      # or a local .txt file / directory
 out_dir = "runs/walkthrough"
-interactive = True     # False: headless (papermill, nbconvert) with static figures
+interactive = None     # None: live widgets when a front end is attached; False: static figures (headless)
 seed = 1337
 
 # %% [markdown]
@@ -42,7 +44,7 @@ seed = 1337
 import json
 from pathlib import Path
 
-from IPython.display import HTML, Markdown, display
+from IPython.display import Image, Markdown, display
 
 from dyntie_core import (
     DataConfig,
@@ -56,13 +58,14 @@ from dyntie_core import (
 )
 from dyntie_core.compare import against, markdown_table
 from dyntie_core.memory import format_bytes, predict_memory
-from dyntie_core.plots import tie_map_figure
 from dyntie_core.schemes import make_tie_map
-from widgets import Dashboard
+from dyntie_core.staticplots import tie_map_png
+from widgets import Dashboard, has_live_frontend
 
+if interactive is None:
+    interactive = has_live_frontend()
 example = make_tie_map("cycle-rev", 6, 2)
-fig = tie_map_figure(example, title=f"cycle-rev, 2 unique: {list(example)}")
-display(HTML(fig.to_html(full_html=False, include_plotlyjs=True)))
+display(Image(data=tie_map_png(example, title=f"cycle-rev, 2 unique: {list(example)}")))
 
 # %% [markdown]
 # ## 2. What tying saves
@@ -105,7 +108,7 @@ if interactive:
     dash.show()
     dash.start()
 else:
-    summary = dash.run_to_end()
+    summary = dash.run_to_end()  # static pictures here; the interactive figures are in dashboard.html
 
 # %% [markdown]
 # ## 4. Against vanilla

@@ -1,4 +1,5 @@
-"""Notebooks run headless through papermill at their default size; results are read back and checked."""
+"""Notebooks: stored as jupytext pairs with the outputs of a small deterministic run (which ``make test``
+checks with nbval), and run headless through papermill with results read back and checked."""
 
 import json
 from pathlib import Path
@@ -7,16 +8,26 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if not {"runs", ".ipynb_checkpoints"} & set(p.parts))
+
+
+def test_make_test_checks_every_notebook_with_nbval():
+    makefile = (ROOT / "Makefile").read_text()
+    listed = makefile.split("NOTEBOOKS :=")[1].splitlines()[0].split()
+    assert sorted(ROOT / p for p in listed) == NOTEBOOKS and len(NOTEBOOKS) == 3
+    assert "$(NOTEBOOKS) $(NBVAL)" in makefile and "--nbval " in makefile
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebooks_are_stored_clean(path):
+def test_notebooks_are_stored_small_with_the_outputs_of_a_clean_run(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    assert path.stat().st_size < 2_000_000
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # run top to bottom, once
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    assert "plotly.js" not in path.read_text() and "application/vnd.jupyter.widget-state+json" not in nb.metadata
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
 
 
@@ -34,12 +45,13 @@ def test_walkthrough_runs_headless_and_compares_with_vanilla(tmp_path, monkeypat
     assert (tmp_path / "runs" / "dlt" / "dashboard.html").is_file()
     nb = nbformat.read(out, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
-    assert html.count("Plotly.newPlot") == 5  # the example map + the dashboard's four figures, as static pictures
+    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) == 4  # the example map, then the dashboard's map, history and curves as static pictures
+    assert out.stat().st_size < 2_000_000
     assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
+SOURCES = sorted(p for p in (ROOT / "notebooks").rglob("*.py") if not {"runs", "data"} & set(p.parts))
 
 
 def test_every_notebook_has_a_paired_source():

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 
 from dyntie_core import RunDir, Trainer, resolve_roots
 from dyntie_core.events import DecisionEvent, EndEvent, EvalEvent, Event, StepEvent, TieChangeEvent
+from dyntie_core.memory import format_bytes
 from dyntie_core.plots import (
     MEMORY_PARTS,
     curves_figure,
@@ -29,6 +30,7 @@ from dyntie_core.plots import (
     tie_map_figure,
     tie_matrix,
 )
+from dyntie_core.staticplots import curves_png, history_png, tie_map_png
 
 from .runner import BackgroundRun
 
@@ -296,10 +298,23 @@ class Dashboard:
         return path
 
     def show(self) -> None:
-        """Display the live dashboard, or the static figures when there is no live front end."""
-        from IPython.display import HTML, display
+        """Display the live dashboard; without a live front end, static pictures (kilobytes, not the megabytes
+        of plotly.js) and the model-state memory as a table. ``save_html`` keeps the interactive figures."""
+        from IPython.display import Image, Markdown, display
 
-        display(self.ui if self.live else HTML(self.to_html()))
+        if self.live:
+            display(self.ui)
+            return
+        tie_map = self.trainer.model.tie_map
+        display(Image(data=tie_map_png(tie_map)))
+        display(Image(data=history_png(self.history_steps, self.history_roots, self.trainer.step)))
+        c = self.curve
+        if c["step"]:
+            display(Image(data=curves_png(c["step"], c["train"], c["val"])))
+        if self.trainer.state.last_eval is not None:
+            memory = self.trainer.state.last_eval["memory"]
+            display(Markdown("| model state | " + " | ".join(MEMORY_PARTS) + " |\n|" + " --- |" * 4 + "\n| measured | "
+                             + " | ".join(format_bytes(memory[p]) for p in MEMORY_PARTS) + " |"))
 
     def _ipython_display_(self) -> None:
         self.show()

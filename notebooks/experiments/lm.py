@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,10 +38,11 @@ seed = 1337
 device = ""          # empty: the preset's
 overrides = {}       # partial config sections, e.g. {"model": {"n_embd": 64}, "train": {"eval_interval": 20}}
 threads = 0          # torch threads (0: torch's default); the grid runner divides the cores between cells
-out_dir = "runs/lm"
+out_dir = ""         # the run directory; empty: a new temporary directory
 
 # %%
 import json
+import tempfile
 
 import torch
 from IPython.display import Image, Markdown, display
@@ -47,7 +50,7 @@ from IPython.display import Image, Markdown, display
 from dyntie_core import RunDir
 from dyntie_core.compare import run_label
 from dyntie_core.experiment import as_int, experiment_config, run_or_resume
-from dyntie_core.staticplots import curves_png, tie_history_png
+from dyntie_core.staticplots import run_curves_png, run_history_png
 
 if as_int(threads, "threads"):
     torch.set_num_threads(as_int(threads, "threads"))
@@ -60,6 +63,7 @@ display(Markdown(f"**{run_label(config.method)}** on `{config.data.dataset}` ({c
                  f"{t.steps} steps of batch {t.batch_size}, lr {t.lr}, seed {t.seed}"))
 
 # %%
+out_dir = out_dir or tempfile.mkdtemp(prefix="dyntie-lm-")
 summary = run_or_resume(config, out_dir)
 keys = ["method", "steps", "best_val_ppl", "test_ppl", "test_selection", "unique_blocks", "trainable_params",
         "vanilla_equivalent_params", "tie_map"]
@@ -71,6 +75,6 @@ print(json.dumps({k: summary[k] for k in ("steps", "unique_blocks", "trainable_p
 # ## Curves and tie-map history
 
 # %%
-display(Image(data=curves_png(out_dir)))
-display(Image(data=tie_history_png(out_dir)))
+display(Image(data=run_curves_png(out_dir)))
+display(Image(data=run_history_png(out_dir)))
 print(f"run directory: {RunDir(out_dir).path}")
