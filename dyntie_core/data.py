@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from .config import DataConfig
@@ -26,13 +27,14 @@ class DataError(ValueError):
     """The dataset or tokenizer cannot be used as asked; the message says why and what to do."""
 
 
-# name -> (hub path, hub config, text column)
-HUB_DATASETS: dict[str, tuple[str, str | None, str]] = {
-    "wikitext-2": ("wikitext", "wikitext-2-raw-v1", "text"),
-    "wikitext-103": ("wikitext", "wikitext-103-raw-v1", "text"),
-    "lambada": ("lambada", None, "text"),
-    "lm1b": ("lm1b", None, "text"),
-    "tiny-shakespeare": ("karpathy/tiny_shakespeare", None, "text"),
+# name -> (hub repository, config, text column, revision). Current `datasets` refuses repositories that are
+# loading scripts; for those the hub's parquet conversion (revision "refs/convert/parquet") loads instead.
+HUB_DATASETS: dict[str, tuple[str, str | None, str, str | None]] = {
+    "wikitext-2": ("Salesforce/wikitext", "wikitext-2-raw-v1", "text", None),
+    "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "text", None),
+    "lambada": ("cimec/lambada", "plain_text", "text", "refs/convert/parquet"),
+    "lm1b": ("billion-word-benchmark/lm1b", "plain_text", "text", "refs/convert/parquet"),
+    "tiny-shakespeare": ("karpathy/tiny_shakespeare", "default", "text", "refs/convert/parquet"),
 }
 OFFLINE_ALTERNATIVES = (
     "offline alternatives: --dataset pydoc (bundled with Python), a local .txt file (split 90/5/5), "
@@ -156,7 +158,7 @@ def corpus_from_hf(dataset: Any, name: str, text_column: str = "text") -> Corpus
 
 
 def _hub_corpus(name: str) -> Corpus:
-    path, config, column = HUB_DATASETS[name]
+    path, config, column, revision = HUB_DATASETS[name]
     flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in flags)
     if offline:
@@ -167,7 +169,7 @@ def _hub_corpus(name: str) -> Corpus:
     except ImportError:
         raise DataError(f"dataset {name!r} needs the 'datasets' package; {OFFLINE_ALTERNATIVES}") from None
     try:
-        ds = datasets.load_dataset(path, config)
+        ds = datasets.load_dataset(path, config, revision=revision)
     except Exception as exc:  # network errors come in many types; all mean the same to the user
         raise DataError(f"could not load {name!r} from the Hugging Face hub ({type(exc).__name__}: "
                         f"{str(exc)[:200]}); {OFFLINE_ALTERNATIVES}") from None
@@ -205,6 +207,11 @@ class Tokenizer(Protocol):
         """Write a file ``load_tokenizer`` reads back (a run directory keeps one)."""
         ...
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the ids (the token cache is keyed by it)."""
+        ...
+
 
 class CharTokenizer:
     """One token per character; the vocabulary is every character of the corpus (as nanoGPT does)."""
@@ -235,6 +242,10 @@ class CharTokenizer:
     def save(self, path: str | Path) -> None:
         write_json(path, {"dyntie_tokenizer": "char", "chars": self.chars})
 
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(("char\x00" + self.chars).encode("utf-8")).hexdigest()
+
 
 class HFTokenizer:
     """A Hugging Face ``tokenizers.Tokenizer`` (trained byte-level BPE, or GPT-2's from a local file)."""
@@ -258,6 +269,10 @@ class HFTokenizer:
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             self.tok.save(str(tmp))
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.tok.to_str().encode("utf-8")).hexdigest()
 
 
 def load_tokenizer(path: str | Path, name: str) -> Tokenizer:
@@ -366,7 +381,8 @@ def build_tokenizer(corpus: Corpus, config: DataConfig) -> Tokenizer:
 # ---- token splits and batches ----------------------------------------------------------
 @dataclass
 class TokenData:
-    """The three splits as 1-D int64 token tensors, plus the tokenizer that made them."""
+    """The three splits as 1-D token tensors (int64, or memory-mapped uint16/int32 from the token cache),
+    plus the tokenizer that made them. Batches are always int64."""
 
     train: torch.Tensor
     valid: torch.Tensor
@@ -383,22 +399,56 @@ class TokenData:
         return self.tokenizer.vocab_size
 
 
-def tokenize(corpus: Corpus, tokenizer: Tokenizer, block_size: int) -> TokenData:
-    """Encode every split; each must hold more than one block of tokens (plus the shifted target)."""
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def token_file(path: Path, encode: Callable[[], list[int]], vocab_size: int) -> torch.Tensor:
+    """A split's tokens from a memory-mapped file (uint16 for vocabularies under 65,536, else int32),
+    encoding and writing it first when it is missing or fails its SHA-256 (a damaged cache is rebuilt)."""
+    dtype = np.uint16 if vocab_size < 65536 else np.int32
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    valid = (path.is_file() and meta.get("dtype") == np.dtype(dtype).name
+             and path.stat().st_size == meta.get("count", -1) * np.dtype(dtype).itemsize
+             and _file_sha256(path) == meta.get("sha256"))
+    if not valid:
+        ids = np.asarray(encode(), dtype=dtype)
+        with atomic_path(path) as tmp:
+            ids.tofile(tmp)
+        write_json(meta_path, {"count": int(ids.size), "dtype": np.dtype(dtype).name, "sha256": _file_sha256(path)})
+    return torch.from_numpy(np.memmap(path, dtype=dtype, mode="c"))
+
+
+def tokenize(corpus: Corpus, tokenizer: Tokenizer, block_size: int, cache_dir: str | Path | None = None) -> TokenData:
+    """Encode every split; each must hold more than one block of tokens (plus the shifted target).
+
+    With ``cache_dir``, each split is encoded once into a memory-mapped token file keyed by the corpus and
+    tokenizer hashes, so large corpora need not fit in memory as ids and later runs skip tokenization."""
+    key = hashlib.sha256(f"{corpus.fingerprint}:{tokenizer.fingerprint}".encode()).hexdigest()[:20]
     tensors = {}
     for split in SPLITS:
-        ids = tokenizer.encode(corpus.split(split))
+        text = corpus.split(split)
+        if cache_dir is not None:
+            ids = token_file(Path(cache_dir) / f"tokens-{key}-{split}.bin", lambda t=text: tokenizer.encode(t),
+                             tokenizer.vocab_size)
+        else:
+            ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
         if len(ids) < block_size + 2:
             raise DataError(f"{corpus.name}: the {split} split has {len(ids)} tokens, fewer than one block "
                             f"({block_size} + 1 target); use a larger corpus or a smaller --block-size")
-        tensors[split] = torch.tensor(ids, dtype=torch.long)
+        tensors[split] = ids
     return TokenData(tensors["train"], tensors["valid"], tensors["test"], tokenizer, corpus.name, list(corpus.notices))
 
 
 def load_data(config: DataConfig, block_size: int) -> TokenData:
-    """The whole pipeline: spec -> corpus -> tokenizer -> token splits."""
+    """The whole pipeline: spec -> corpus -> tokenizer -> token splits (cached as token files)."""
     corpus = load_corpus(config.dataset)
-    return tokenize(corpus, build_tokenizer(corpus, config), block_size)
+    return tokenize(corpus, build_tokenizer(corpus, config), block_size, cache_dir=config.cache_dir)
 
 
 def sample_windows(tokens: torch.Tensor, batch_size: int, block_size: int,
@@ -406,7 +456,7 @@ def sample_windows(tokens: torch.Tensor, batch_size: int, block_size: int,
     """``batch_size`` random windows of ``block_size`` tokens and their next-token targets."""
     starts = torch.randint(0, len(tokens) - block_size, (batch_size,), generator=generator)
     idx = starts[:, None] + torch.arange(block_size)
-    return tokens[idx], tokens[idx + 1]
+    return tokens[idx].long(), tokens[idx + 1].long()
 
 
 class BatchSampler:
@@ -437,4 +487,4 @@ def eval_windows(tokens: torch.Tensor, block_size: int, batch_size: int,
     for start in range(0, n_windows, batch_size):
         idx = torch.arange(start, min(start + batch_size, n_windows))[:, None] * block_size
         offsets = torch.arange(block_size)
-        yield tokens[idx + offsets], tokens[idx + offsets + 1]
+        yield tokens[idx + offsets].long(), tokens[idx + offsets + 1].long()

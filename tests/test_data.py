@@ -129,7 +129,7 @@ def test_bpe_is_trained_on_train_and_cached(tmp_path, shared_data):
 def test_load_data_sets_vocab_from_tokenizer(tmp_path):
     data = load_data(DataConfig(dataset="pydoc", tokenizer="char", cache_dir=str(tmp_path)), block_size=32)
     assert data.vocab_size == data.tokenizer.vocab_size > 60
-    assert data.train.dtype == torch.long and int(data.train.max()) < data.vocab_size
+    assert data.train.dtype == torch.uint16 and int(data.train.long().max()) < data.vocab_size  # from the token cache
 
 
 def test_batches_are_shifted_and_reproducible(pydoc_chars):
@@ -191,3 +191,36 @@ def test_gpt2_tokenizer_missing_files_say_where_to_look(tmp_path, monkeypatch):
         gpt2_tokenizer(str(tmp_path))
     with pytest.raises(DataError, match="encoder.json \\+ vocab.bpe"):
         gpt2_tokenizer(None)
+
+
+def test_token_cache_is_memory_mapped_reused_and_rebuilt_when_damaged(tmp_path):
+    from dyntie_core.data import CharTokenizer, load_corpus, sample_windows, tokenize
+
+    corpus = load_corpus("pydoc")
+    tok = CharTokenizer.from_corpus(corpus)
+    plain = tokenize(corpus, tok, 32)
+    cached = tokenize(corpus, tok, 32, cache_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.glob("tokens-*.bin"))
+    assert len(files) == 3 and cached.train.dtype == torch.uint16  # 2 bytes a token for a small vocabulary
+    assert torch.equal(cached.train.long(), plain.train) and torch.equal(cached.test.long(), plain.test)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    x1, y1 = sample_windows(cached.train, 4, 32, g1)
+    x2, y2 = sample_windows(plain.train, 4, 32, g2)
+    assert x1.dtype == torch.long and torch.equal(x1, x2) and torch.equal(y1, y2)
+
+    class Counting(CharTokenizer):
+        calls = 0
+
+        def encode(self, text):
+            Counting.calls += 1
+            return super().encode(text)
+
+    counting = Counting(tok.chars)
+    tokenize(corpus, counting, 32, cache_dir=tmp_path)
+    assert Counting.calls == 0  # reused: no split was encoded again
+    victim = next(tmp_path.glob("tokens-*-train.bin"))
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    again = tokenize(corpus, counting, 32, cache_dir=tmp_path)
+    assert Counting.calls == 1 and torch.equal(again.train.long(), plain.train)  # detected by its hash, rebuilt
