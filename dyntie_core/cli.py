@@ -262,6 +262,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .grid import load_grid, run_grid
     from .report import write_report
 
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     grid = load_grid(args.grid)
     bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", dynamic_ncols=True)
 
