@@ -81,3 +81,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable state metadata ({exc})") from None
     return Checkpoint(state=state, tensors=tensors)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The training step a checkpoint holds, read from its metadata only (no tensors); None if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["state"])
+        return int(state["train_state"]["step"])
+    except Exception:
+        return None

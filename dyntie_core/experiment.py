@@ -106,12 +106,12 @@ def run_or_resume(config: RunConfig, run_dir: str | Path, data: TokenData | None
     resumed from its latest checkpoint, anything else started fresh. Returns the summary."""
     run = RunDir(run_dir)
     summary = run.read_summary()
-    checkpoint = run.latest_checkpoint()
-    if summary is not None or checkpoint is not None:
+    has_checkpoint = bool(run.resume_candidates())
+    if summary is not None or has_checkpoint:
         check_same_config(run, config)
     if summary is not None and not summary.get("stopped_early"):
         return summary
-    if checkpoint is not None:
+    if has_checkpoint:
         trainer = Trainer.resume(run.path, data=data)
     else:
         trainer = Trainer(config, run_dir=run.path, data=data)

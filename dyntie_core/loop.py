@@ -97,10 +97,19 @@ class Trainer:
                policy: TiePolicy | None = None, steps: int | None = None) -> Trainer:
         """Continue a run from its latest checkpoint; ``steps`` may extend the budget."""
         run = RunDir(run_dir)
-        path = run.latest_checkpoint()
-        if path is None:
+        candidates = run.resume_candidates()
+        if not candidates:
             raise CheckpointError(f"no checkpoint to resume from in {run / RunDir.CHECKPOINTS}")
-        checkpoint = load_checkpoint(path)
+        unusable = [f"{p.name} is unreadable" for p, step in candidates if step is None]
+        for path, _ in candidates:  # the newest full training state that loads; damaged files are kept, not deleted
+            try:
+                checkpoint = load_checkpoint(path)
+                break
+            except CheckpointError as exc:
+                if str(exc) not in unusable:
+                    unusable.append(str(exc))
+        else:
+            raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(unusable))
         config = run.read_config()
         saved = RunConfig.from_dict(checkpoint.state["config"])
         if _comparable(saved) != _comparable(config):
@@ -109,7 +118,10 @@ class Trainer:
         if steps is not None:
             config = config.replace(train=dataclasses.replace(config.train, steps=steps, episodes=None))
             run.write_config(config)
-        return cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint)
+        trainer = cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint)
+        if unusable:
+            trainer.notices.append(f"resumed from {path.name} at step {trainer.step}; skipped: " + "; ".join(unusable))
+        return trainer
 
     def subscribe(self, fn: Subscriber) -> Any:
         return self.bus.subscribe(fn)

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, checkpoint_step, load_checkpoint
 from .config import RunConfig
 from .data import Tokenizer, load_tokenizer
 from .fileio import write_json, write_text_atomic
@@ -118,13 +118,13 @@ class RunDir:
     def periodic_checkpoints(self) -> list[Path]:
         return sorted((self.path / self.CHECKPOINTS).glob("step_*.safetensors"))
 
-    def latest_checkpoint(self) -> Path | None:
-        """The ``last`` checkpoint, else the highest-step periodic one."""
-        last = self.checkpoint_path("last")
-        if last.is_file():
-            return last
-        periodic = self.periodic_checkpoints()
-        return periodic[-1] if periodic else None
+    def resume_candidates(self) -> list[tuple[Path, int | None]]:
+        """Every checkpoint file with the step it holds, newest training state first (at equal steps last,
+        then periodic, then best); files whose metadata cannot be read come last with step None."""
+        files = [p for p in (self.checkpoint_path("last"), *reversed(self.periodic_checkpoints()),
+                             self.checkpoint_path("best")) if p.is_file()]
+        steps = [(p, checkpoint_step(p)) for p in files]
+        return sorted(steps, key=lambda ps: -1 if ps[1] is None else ps[1], reverse=True)
 
     # ---- reloading what a run produced -------------------------------------------------
     def load_tokenizer(self) -> Tokenizer:

@@ -43,11 +43,20 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
         load_checkpoint(tmp_path / "other.safetensors")
 
 
-def test_latest_prefers_last_then_highest_step(tmp_path):
+def _save_at(path, step):
+    return save_checkpoint(path, {"train_state": {"step": step}}, {"model/w": torch.zeros(2)})
+
+
+def test_resume_candidates_are_ordered_by_the_step_they_hold(tmp_path):
     run = RunDir(tmp_path)
-    assert run.latest_checkpoint() is None
-    _save(tmp_path / "checkpoints" / "step_0000010.safetensors")
-    _save(tmp_path / "checkpoints" / "step_0000020.safetensors")
-    assert run.latest_checkpoint().name == "step_0000020.safetensors"
-    _save(tmp_path / "checkpoints" / "last.safetensors")
-    assert run.latest_checkpoint().name == "last.safetensors"
+    assert run.resume_candidates() == []
+    _save_at(tmp_path / "checkpoints" / "step_0000010.safetensors", 10)
+    _save_at(tmp_path / "checkpoints" / "step_0000020.safetensors", 20)
+    _save_at(tmp_path / "checkpoints" / "best.safetensors", 15)
+    assert [(p.name, s) for p, s in run.resume_candidates()] == [
+        ("step_0000020.safetensors", 20), ("best.safetensors", 15), ("step_0000010.safetensors", 10)]
+    _save_at(tmp_path / "checkpoints" / "last.safetensors", 20)
+    (tmp_path / "checkpoints" / "step_0000010.safetensors").write_bytes(b"garbage")
+    assert [(p.name, s) for p, s in run.resume_candidates()] == [
+        ("last.safetensors", 20), ("step_0000020.safetensors", 20), ("best.safetensors", 15),
+        ("step_0000010.safetensors", None)]

@@ -62,8 +62,11 @@ def test_corrupt_checkpoint_on_resume_is_reported(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--steps", "3", *TINY]) == 0
     last = out / "checkpoints" / "last.safetensors"
     last.write_bytes(last.read_bytes()[:100])
+    (out / "checkpoints" / "best.safetensors").write_bytes(b"not a checkpoint either")
     assert main(["train", "--out", str(out), "--resume", "--steps", "5"]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no usable checkpoint" in err and "last.safetensors is unreadable" in err
+    assert len(last.read_bytes()) == 100  # the damaged file is kept for inspection
 
 
 def test_compare_writes_markdown_and_csv(tmp_path):

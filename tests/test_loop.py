@@ -149,11 +149,38 @@ def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path, pydoc_chars):
     config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=5))
     Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
     run = RunDir(tmp_path)
-    assert run.latest_checkpoint() is not None and (tmp_path / RunDir.TOKENIZER).is_file()
+    assert run.resume_candidates() and (tmp_path / RunDir.TOKENIZER).is_file()
     (tmp_path / "notes.txt").write_text("mine")
     Trainer(config.replace(train=dataclasses.replace(config.train, seed=9)), run_dir=tmp_path, data=pydoc_chars)
-    assert run.latest_checkpoint() is None and not run.periodic_checkpoints()  # the old run's are gone
+    assert not run.resume_candidates() and not run.periodic_checkpoints()  # the old run's are gone
     assert run.read_summary() is None and (tmp_path / RunDir.TOKENIZER).is_file()  # rewritten for the new run
     assert (tmp_path / "notes.txt").read_text() == "mine"  # files dyntie did not write are left alone
     with pytest.raises(CheckpointError, match="no checkpoint"):
         Trainer.resume(tmp_path, data=pydoc_chars)
+
+
+def test_resume_falls_back_past_a_damaged_last_checkpoint_and_keeps_it(tmp_path, pydoc_chars):
+    config = small_run_config(steps=20)
+    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=10))
+    Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
+    last = tmp_path / "checkpoints" / "last.safetensors"
+    damaged = last.read_bytes()[:-40]
+    last.write_bytes(damaged)
+    resumed = Trainer.resume(tmp_path, data=pydoc_chars, steps=25)
+    assert resumed.step == 20  # the periodic checkpoint at step 20 holds the same state
+    assert any("resumed from step_0000020.safetensors" in n and "last.safetensors" in n for n in resumed.notices)
+    assert last.read_bytes() == damaged  # never deleted or rewritten by the failed attempt
+    resumed.run()
+    assert RunDir(tmp_path).read_summary()["steps"] == 25
+
+
+def test_a_run_killed_before_its_first_periodic_checkpoint_resumes_from_best(tmp_path, pydoc_chars):
+    config = small_run_config(steps=30)
+    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=100))
+    first = Trainer(config, run_dir=tmp_path, data=pydoc_chars)
+    first.train(max_steps=13)  # evaluations at 0 and 10 wrote "best"; no periodic checkpoint yet
+    del first
+    assert [(p.name, s) for p, s in RunDir(tmp_path).resume_candidates()] == [("best.safetensors", 10)]
+    resumed = Trainer.resume(tmp_path, data=pydoc_chars)
+    assert resumed.step == 10
+    assert resumed.run()["steps"] == 30

@@ -8,7 +8,8 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if not {"runs", ".ipynb_checkpoints"} & set(p.parts))
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb")
+                   if not {"runs", ".ipynb_checkpoints"} & set(p.parts))
 
 
 def test_make_test_checks_every_notebook_with_nbval():
