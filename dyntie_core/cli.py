@@ -188,20 +188,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given or args.preset or args.config or args.force:
             raise ConfigError("--resume reads every setting from the run's config.json (only --steps may change); "
                               f"drop {', '.join(sorted(given)) or '--preset/--config/--force'}")
-        trainer = Trainer.resume(args.out, steps=args.steps)
     else:
         config = build_config(args)
         check_method(config.method)
         _check_fresh_out(args.out, args.force)
-        trainer = Trainer(config, run_dir=args.out)
-    for notice in trainer.notices:
-        print(f"note: {notice}", file=sys.stderr)
-    trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step, desc=trainer.config.method.name))
-    with graceful_interrupt(trainer):
-        summary = trainer.run()
+    with RunDir(args.out).lock():  # a second process on the same run directory is refused, not interleaved
+        trainer = Trainer.resume(args.out, steps=args.steps) if args.resume else Trainer(config, run_dir=args.out)
+        for notice in trainer.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step,
+                                      desc=trainer.config.method.name))
+        with graceful_interrupt(trainer):
+            summary = trainer.run()
     print(json.dumps({k: summary[k] for k in ("method", "steps", "best_val_ppl", "test_ppl", "trainable_params",
                                                 "unique_blocks", "tie_map", "tokens_per_s")}, indent=2))
     print(f"run directory: {args.out}")
+    if summary["diverged"]:
+        d = summary["diverged"]
+        print(f"dyntie: training diverged at step {d['step']} (non-finite {d['what']}: {d['value']}) and stopped; "
+              "the last good checkpoints and metrics are kept, and summary.json marks the run diverged "
+              "(--on-divergence skip drops such steps instead)", file=sys.stderr)
+        return 1
     return 0
 
 

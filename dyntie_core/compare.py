@@ -21,7 +21,7 @@ from .plots import pareto_html
 from .policies import check_method, method_spec
 
 COLUMNS = ("method", "seeds", "val_ppl_mean", "val_ppl_std", "test_ppl_mean", "test_ppl_std", "trainable_params",
-           "unique_blocks", "model_state_bytes", "tokens_per_s", "wall_s")
+           "unique_blocks", "model_state_bytes", "tokens_per_s", "wall_s", "diverged")
 
 
 def parse_methods(spec: str, default_n_unique: int | None = None,
@@ -107,6 +107,7 @@ def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "model_state_bytes": round(statistics.fmean(r["memory"]["model_state"] for r in runs)),
         "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in runs),
         "wall_s": statistics.fmean(r["train_time_s"] for r in runs),
+        "diverged": sum(1 for r in runs if r.get("diverged")),
     }
 
 
@@ -116,8 +117,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|" + " --- |" * 9]
     for r in rows:
         pm = "±"
+        label = r["method"] + (f" ({r['diverged']} diverged)" if r.get("diverged") else "")
         lines.append(
-            f"| {r['method']} | {r['seeds']} | {r['val_ppl_mean']:.2f} {pm} {r['val_ppl_std']:.2f} "
+            f"| {label} | {r['seeds']} | {r['val_ppl_mean']:.2f} {pm} {r['val_ppl_std']:.2f} "
             f"| {r['test_ppl_mean']:.2f} {pm} {r['test_ppl_std']:.2f} | {r['trainable_params']:,} "
             f"| {r['unique_blocks']:g} | {format_bytes(r['model_state_bytes'])} | {r['tokens_per_s']:,.0f} "
             f"| {r['wall_s']:.1f} s |")

@@ -22,6 +22,7 @@ TIE_MODES = ("follow", "share")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 NORM_POSITIONS = ("pre", "post")
 LR_SCHEDULES = ("constant", "cosine")
+DIVERGENCE = ("stop", "skip")
 TOKENIZERS = ("char", "bpe", "gpt2")
 REWARDS = ("clipped-ppl", "loss-improvement")
 REWARD_SPLITS = ("train", "valid")
@@ -140,6 +141,10 @@ class TrainConfig(Serializable):
     eval_interval: int = option(100, "steps between validation evaluations")
     eval_tokens: int = option(65536, "validation tokens per evaluation (contiguous windows)")
     checkpoint_interval: int = option(0, "steps between periodic checkpoints (0: only best and last)")
+    keep_checkpoints: int = option(3, "periodic checkpoints kept, the newest (0 keeps all); best and last are "
+                                   "always kept")
+    on_divergence: str = option("stop", "a non-finite loss or gradient norm: stop (keep the last good checkpoint "
+                                "and metrics, mark the run diverged) or skip (drop that step's update)")
     seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
 
@@ -149,7 +154,9 @@ class TrainConfig(Serializable):
             _check(_is_int(value) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
         _check(self.episodes is None or (_is_int(self.episodes) and self.episodes > 0),
                f"TrainConfig.episodes must be a positive int or None, got {self.episodes!r}")
-        for name in ("warmup_steps", "checkpoint_interval"):
+        _check(self.on_divergence in DIVERGENCE,
+               f"TrainConfig.on_divergence must be one of {DIVERGENCE}, got {self.on_divergence!r}")
+        for name in ("warmup_steps", "checkpoint_interval", "keep_checkpoints"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 0, f"TrainConfig.{name} must be an int >= 0, got {value!r}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")

@@ -105,6 +105,12 @@ def run_or_resume(config: RunConfig, run_dir: str | Path, data: TokenData | None
     """Train ``config`` into ``run_dir``: a finished run there is reused, an interrupted one (same config)
     resumed from its latest checkpoint, anything else started fresh. Returns the summary."""
     run = RunDir(run_dir)
+    with run.lock():
+        return _run_or_resume(run, config, data, on_trainer)
+
+
+def _run_or_resume(run: RunDir, config: RunConfig, data: TokenData | None,
+                   on_trainer: Callable[[Trainer], None] | None) -> dict[str, Any]:
     summary = run.read_summary()
     has_checkpoint = bool(run.resume_candidates())
     if summary is not None or has_checkpoint:

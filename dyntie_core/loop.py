@@ -172,18 +172,40 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         _, loss = self.model(x, y)
-        loss.backward()
-        if self.config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
-                                           self.config.train.grad_clip)
-        self.optimizer.step()
         value = float(loss.detach())
+        if not math.isfinite(value):
+            return self._non_finite("loss", value, lr, start)
+        loss.backward()
+        clip = self.config.train.grad_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        else:
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        if not math.isfinite(norm):
+            return self._non_finite("gradient norm", norm, lr, start)
+        self.optimizer.step()
         s = self.state
         s.step += 1
         s.train_time += time.perf_counter() - start
         s.tokens_seen += x.numel()
         s.recent_losses.append(value)
         self.bus.emit(StepEvent(self.step, value, lr))
+        return value
+
+    def _non_finite(self, what: str, value: float, lr: float, start: float) -> float:
+        """A step whose loss or gradient norm is not finite: its update is never applied. ``skip`` counts it and
+        goes on; ``stop`` records the divergence and stops, keeping the last good checkpoints and metrics."""
+        self.optimizer.zero_grad(set_to_none=True)
+        s = self.state
+        if self.config.train.on_divergence == "skip":
+            s.step += 1
+            s.skipped_steps += 1
+            s.train_time += time.perf_counter() - start
+            self.bus.emit(StepEvent(self.step, value, lr))
+        else:
+            s.diverged = {"step": self.step + 1, "what": what, "value": repr(value)}
+            self.request_stop()
         return value
 
     def evaluate(self, split: str = "valid", max_tokens: int | None = None, model: TiedGPT | None = None) -> float:
@@ -225,7 +247,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Final evaluation, test perplexity (at the best-validation checkpoint), summary, last checkpoint."""
         s = self.state
-        if s.last_eval is None or s.last_eval["step"] != self.step:
+        if s.diverged is None and (s.last_eval is None or s.last_eval["step"] != self.step):
             self._eval_and_log()
         final_test = self.evaluate("test")
         test, selection = final_test, "final"
@@ -236,7 +258,7 @@ class Trainer:
         elif s.best_step == self.step:
             selection = f"best validation (step {s.best_step}, final)"
         summary = build_summary(self.config, self.data, self.model, s, test, final_test, selection, self.notices)
-        if self.run_dir is not None:
+        if self.run_dir is not None and s.diverged is None:  # a diverged state never replaces the last good one
             self.save_checkpoint("last")
         self.bus.emit(EndEvent(self.step, summary, stopped_early=summary["stopped_early"]))
         return summary
@@ -266,6 +288,10 @@ class Trainer:
             raise CheckpointError("this trainer has no run directory to write checkpoints into")
         state, tensors = self.checkpoint_payload()
         path = save_checkpoint(self.run_dir.checkpoint_path(kind, self.step), state, tensors)
+        keep = self.config.train.keep_checkpoints
+        if kind == "periodic" and keep:
+            for old in self.run_dir.periodic_checkpoints()[:-keep]:
+                old.unlink()
         self.bus.emit(CheckpointEvent(self.step, str(path), kind))
         return path
 

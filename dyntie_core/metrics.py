@@ -29,6 +29,8 @@ class TrainState:
     tokens_seen: int = 0
     recent_losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
     last_eval: dict[str, Any] | None = None
+    skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient (on_divergence=skip)
+    diverged: dict[str, Any] | None = None  # where and how training diverged (on_divergence=stop)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -101,5 +103,7 @@ def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: Tra
         "tokens_per_s": state.tokens_per_s,
         "train_time_s": state.train_time,
         "stopped_early": state.step < config.train.steps,
+        "diverged": state.diverged,
+        "skipped_steps": state.skipped_steps,
         "notices": notices,
     }

@@ -67,7 +67,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "trainable_params": round(trainable), "reduction_pct": 100.0 * (1 - trainable / full),
             "unique_blocks": statistics.fmean(x["unique_blocks"] for x in s), "memory": memory,
             "tokens_per_s": statistics.fmean(x["tokens_per_s"] or 0.0 for x in s),
-            "diverged": any(x.get("diverged") for x in s), "runs": [str(r.path) for r, _ in runs],
+            "diverged": sum(1 for x in s if x.get("diverged")), "runs": [str(r.path) for r, _ in runs],
             "summaries": s,
         })
     rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
@@ -90,7 +90,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 13]
         for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):
             m = r["memory"]
-            out.append(f"| {r['method']} | {r['seeds']} | {r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f} | "
+            label = r["method"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+            out.append(f"| {label} | {r['seeds']} | {r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f} | "
                        f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {r['trainable_params']:,} | "
                        f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
                        f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
@@ -107,7 +108,7 @@ def _html_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ("<tr><th>method</th><th>seeds</th><th>val ppl</th><th>test ppl</th><th>trainable params</th>"
             "<th>reduction</th><th>unique blocks</th><th>model state</th><th>vs vanilla</th><th>tokens/s</th></tr>")
     body = "".join(
-        f"<tr><td>{html.escape(r['method'])}</td><td>{r['seeds']}</td>"
+        f"<tr><td>{html.escape(r['method'] + (' (diverged)' if r['diverged'] else ''))}</td><td>{r['seeds']}</td>"
         f"<td>{r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f}</td>"
         f"<td>{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f}</td><td>{r['trainable_params']:,}</td>"
         f"<td>{r['reduction_pct']:.1f}%</td><td>{r['unique_blocks']:g}</td>"

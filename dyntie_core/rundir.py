@@ -16,13 +16,17 @@ A run directory is enough to reload the run's model and tokenizer (``load_model`
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import Checkpoint, CheckpointError, checkpoint_step, load_checkpoint
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import Tokenizer, load_tokenizer
 from .fileio import write_json, write_text_atomic
 from .model import TiedGPT
@@ -41,6 +45,7 @@ class RunDir:
     DECISIONS = "decisions.jsonl"
     SUMMARY = "summary.json"
     CHECKPOINTS = "checkpoints"
+    LOCK = ".lock"
     DASHBOARD = "dashboard.html"
     TIE_HISTORY = "tie_history.html"
     FILES = (CONFIG, DATA, TOKENIZER, METRICS, TIE_MAPS, DECISIONS, SUMMARY, DASHBOARD, TIE_HISTORY)
@@ -55,6 +60,28 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     # ---- state ---------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process: a second process training into it is refused at once
+        (an advisory ``flock`` on ``.lock``, released when the process ends, however it ends)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / self.LOCK, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise ConfigError(f"{self.path} is in use by another dyntie process (pid {holder}); wait for it "
+                                  "to finish or use another output directory") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def holds_run(self) -> bool:
         """True when a run was started here (its config was written)."""
         return (self.path / self.CONFIG).is_file()

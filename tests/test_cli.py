@@ -234,3 +234,14 @@ def test_cuda_on_a_machine_without_it_is_one_clear_line(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert main(["train", "--out", str(tmp_path / "x"), "--device", "cuda", "--steps", "2", *TINY]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, capsys):
+    from dyntie_core import RunDir
+
+    out = tmp_path / "run"
+    with RunDir(out).lock():  # another process (a separate lock holder) is training here
+        assert main(["train", "--out", str(out), "--steps", "2", *TINY]) == 2
+        assert "in use by another dyntie process" in capsys.readouterr().err
+        assert not (out / "config.json").exists()  # nothing written
+    assert main(["train", "--out", str(out), "--steps", "2", *TINY]) == 0  # free again once released

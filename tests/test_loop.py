@@ -184,3 +184,36 @@ def test_a_run_killed_before_its_first_periodic_checkpoint_resumes_from_best(tmp
     resumed = Trainer.resume(tmp_path, data=pydoc_chars)
     assert resumed.step == 10
     assert resumed.run()["steps"] == 30
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_state(tmp_path, pydoc_chars, capsys):
+    from dyntie_core.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+            "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char"]
+    assert main(["train", "--out", str(out), "--lr", "1e6", "--steps", "30", *tiny]) == 1
+    assert "training diverged at step" in capsys.readouterr().err
+    run = RunDir(out)
+    summary = run.read_summary()
+    assert summary["diverged"]["what"] in ("loss", "gradient norm") and summary["stopped_early"]
+    assert summary["steps"] < 30 and summary["steps"] == summary["diverged"]["step"] - 1
+    rows = run.read_jsonl(RunDir.METRICS)
+    assert rows and all(math.isfinite(r["val_loss"]) for r in rows)  # no NaN row was logged
+    assert math.isfinite(summary["test_ppl"]) and summary["test_selection"].startswith("best validation")
+    assert not (out / "checkpoints" / "last.safetensors").exists()  # the diverged state is not saved as "last"
+    assert run.checkpoint_path("best").is_file()
+
+    skipped = Trainer(small_run_config(steps=12).replace(train=dataclasses.replace(
+        small_run_config().train, steps=12, lr=1e6, on_divergence="skip")), data=pydoc_chars)
+    result = skipped.run()
+    assert result["steps"] == 12 and result["skipped_steps"] > 0 and result["diverged"] is None
+
+
+def test_only_the_newest_periodic_checkpoints_are_kept(tmp_path, pydoc_chars):
+    config = small_run_config(steps=20)
+    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=4, keep_checkpoints=2))
+    Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
+    run = RunDir(tmp_path)
+    assert [p.name for p in run.periodic_checkpoints()] == ["step_0000016.safetensors", "step_0000020.safetensors"]
+    assert run.checkpoint_path("best").is_file() and run.checkpoint_path("last").is_file()
