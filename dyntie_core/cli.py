@@ -373,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, ValueError) as exc:
         print(f"dyntie: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, an unwritable directory: the environment, not the input
+        print(f"dyntie: error: {exc}; files written before it are intact (rerun with --resume to continue)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dyntie: interrupted; finished runs and checkpoints are kept (rerun to resume)", file=sys.stderr)
         return 130
