@@ -64,7 +64,17 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the run directory for this process: a second process training into it is refused at once
         (an advisory ``flock`` on ``.lock``, released when the process ends, however it ends)."""
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._locked():
+                yield
+        finally:
+            if created and [p.name for p in self.path.iterdir()] == [self.LOCK]:
+                shutil.rmtree(self.path)  # nothing was written: leave no empty run directory behind
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         with open(self.path / self.LOCK, "a+", encoding="utf-8") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -2,7 +2,6 @@
 CPU), a failing disk write (the previous checkpoint and the metrics stay intact)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
