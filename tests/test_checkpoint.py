@@ -60,3 +60,30 @@ def test_resume_candidates_are_ordered_by_the_step_they_hold(tmp_path):
     assert [(p.name, s) for p, s in run.resume_candidates()] == [
         ("last.safetensors", 20), ("step_0000020.safetensors", 20), ("best.safetensors", 15),
         ("step_0000010.safetensors", None)]
+
+
+class _Boom:
+    """Unpickling this would create a file: proof that a checkpoint was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_disguised_as_a_checkpoint_is_refused_and_never_unpickled(tmp_path):
+    import pickle
+    from pathlib import Path
+
+    marker = tmp_path / "was-unpickled"
+    path = tmp_path / "checkpoints" / "last.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(_Boom(str(marker))))
+    with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    root = Path(__file__).resolve().parents[1]
+    for source in [*(root / "dyntie_core").rglob("*.py"), *(root / "widgets").rglob("*.py")]:
+        text = source.read_text()
+        assert "torch.load(" not in text and "pickle" not in text, source
