@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import DataConfig
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, write_json, write_text_atomic
 
 
 class DataError(ValueError):
@@ -301,17 +301,19 @@ def train_bpe(corpus: Corpus, vocab_size: int, cache_dir: str | Path) -> HFToken
 
     key = hashlib.sha256(corpus.train.encode("utf-8")).hexdigest()[:16]
     path = Path(cache_dir) / f"bpe-{key}-{vocab_size}.json"
-    if path.is_file():
+    digest = path.with_suffix(".sha256")
+    if path.is_file() and digest.is_file() and digest.read_text().strip() == _file_sha256(path):
         try:
             return HFTokenizer(HFTok.from_file(str(path)), f"bpe{vocab_size}")
         except Exception:
-            path.unlink()  # a corrupt cache entry is rebuilt, never trusted
+            pass  # a damaged cache entry is rebuilt, never trusted
     bpe = ByteLevelBPETokenizer()
     lines = corpus.train.splitlines(keepends=True)
     bpe.train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2,
                             special_tokens=["<|endoftext|>"], show_progress=False)
     with atomic_path(path) as tmp:
         bpe.save(str(tmp))
+    write_text_atomic(digest, _file_sha256(path) + "\n")
     return HFTokenizer(HFTok.from_file(str(path)), f"bpe{vocab_size}")
 
 

@@ -124,6 +124,10 @@ def test_bpe_is_trained_on_train_and_cached(tmp_path, shared_data):
     assert files[0].stat().st_mtime_ns == mtime and again.encode(text) == ids
     files[0].write_text("not json", encoding="utf-8")  # a corrupt cache entry is rebuilt
     assert train_bpe(corpus, 512, tmp_path).encode(text) == ids
+    tampered = files[0].read_text().replace('"e":', '"ee":', 1)  # still a valid tokenizer JSON, other ids
+    files[0].write_text(tampered, encoding="utf-8")
+    assert train_bpe(corpus, 512, tmp_path).encode(text) == ids  # caught by its hash and rebuilt
+    assert files[0].read_text() != tampered
 
 
 def test_load_data_sets_vocab_from_tokenizer(tmp_path):
