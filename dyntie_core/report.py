@@ -36,6 +36,12 @@ def find_runs(root: str | Path) -> list[RunDir]:
     return runs
 
 
+def dataset_label(spec: str) -> str:
+    """``../shared/data/wikitext-2/raw`` -> ``wikitext-2/raw``; names stay as they are."""
+    parts = Path(spec).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else spec
+
+
 def family(config: RunConfig) -> str:
     m = config.model
     return f"{m.n_layer}x{m.n_embd}" + (" post-LN" if m.norm_position == "post" else "") + f" ctx{m.block_size}"
@@ -51,7 +57,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     for run in find_runs(root):
         config, summary = run.read_config(), run.read_summary()
         assert summary is not None
-        key = (summary.get("dataset", config.data.dataset), family(config), run_label(config.method))
+        key = (dataset_label(config.data.dataset), family(config), run_label(config.method))
         groups.setdefault(key, []).append((run, summary))
     rows = []
     for (dataset, fam, label), runs in groups.items():
