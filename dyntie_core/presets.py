@@ -19,10 +19,10 @@ _PAPER_TRAIN = {"lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0, "weigh
                 "batch_size": 16, "episodes": 300, "device": "cuda"}
 _PAPER_DATA = {"dataset": "wikitext-2", "tokenizer": "gpt2"}
 _PAPER_METHOD = {"name": "dlt", "agent": {"k_steps": 4}}
-# A CPU twin keeps the recipe but the size: 12 blocks of width 128, context 128, a BPE of 4,096 tokens trained on
+# A CPU twin keeps the recipe but the size: 12 blocks of width 128, context 64, a BPE of 4,096 tokens trained on
 # the corpus (GPT-2's 50,257-token head alone would dominate a CPU step), on the CPU, 10 episodes (440 steps,
 # about a minute); pass --episodes 300 for the paper's horizon (13,200 steps).
-_TWIN = {"model": {"n_layer": 12, "n_head": 4, "n_embd": 128, "block_size": 128},
+_TWIN = {"model": {"n_layer": 12, "n_head": 4, "n_embd": 128, "block_size": 64},
          "train": {"device": "cpu", "episodes": 10, "eval_interval": 110, "eval_tokens": 32768},
          "data": {"dataset": "pydoc", "tokenizer": "bpe", "bpe_vocab_size": 4096}}
 
@@ -41,7 +41,7 @@ def _paper(name: str, description: str, model: dict[str, Any]) -> tuple[Preset, 
     """A paper recipe and its CPU twin (``<name>-cpu``)."""
     full = {"model": model, "train": _PAPER_TRAIN, "data": _PAPER_DATA, "method": _PAPER_METHOD}
     return (Preset(name, description, full),
-            Preset(f"{name}-cpu", f"CPU twin of {name}: its recipe at 12 blocks x 128, context 128, BPE 4096, "
+            Preset(f"{name}-cpu", f"CPU twin of {name}: its recipe at 12 blocks x 128, context 64, BPE 4096, "
                    "10 episodes", merge_config_dicts(full, _TWIN)))
 
 
