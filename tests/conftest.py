@@ -37,10 +37,12 @@ def pydoc_chars():
     return tokenize(corpus, CharTokenizer.from_corpus(corpus), 32)
 
 
-def small_run_config(steps: int = 20, method: str = "vanilla", **method_kw) -> RunConfig:
+def small_run_config(steps: int = 20, method: str = "vanilla", train: dict | None = None, **method_kw) -> RunConfig:
+    """4 blocks of width 32 on pydoc, char-level; ``train`` overrides training settings."""
+    settings = dict(steps=steps, batch_size=4, lr=3e-3, eval_interval=10, eval_tokens=2048, seed=7) | (train or {})
     return RunConfig(
         model=GPTConfig(n_layer=4, n_head=2, n_embd=32, block_size=32, vocab_size=64),
-        train=TrainConfig(steps=steps, batch_size=4, lr=3e-3, eval_interval=10, eval_tokens=2048, seed=7),
+        train=TrainConfig(**settings),
         data=DataConfig(dataset="pydoc", tokenizer="char"),
         method=MethodConfig(name=method, **method_kw),
     )

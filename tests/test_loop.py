@@ -145,8 +145,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, pydoc_chars):
 
 
 def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path, pydoc_chars):
-    config = small_run_config(steps=10)
-    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=5))
+    config = small_run_config(steps=10, train=dict(checkpoint_interval=5))
     Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
     run = RunDir(tmp_path)
     assert run.resume_candidates() and (tmp_path / RunDir.TOKENIZER).is_file()
@@ -160,8 +159,7 @@ def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path, pydoc_chars):
 
 
 def test_resume_falls_back_past_a_damaged_last_checkpoint_and_keeps_it(tmp_path, pydoc_chars):
-    config = small_run_config(steps=20)
-    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=10))
+    config = small_run_config(steps=20, train=dict(checkpoint_interval=10))
     Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
     last = tmp_path / "checkpoints" / "last.safetensors"
     damaged = last.read_bytes()[:-40]
@@ -175,8 +173,7 @@ def test_resume_falls_back_past_a_damaged_last_checkpoint_and_keeps_it(tmp_path,
 
 
 def test_a_run_killed_before_its_first_periodic_checkpoint_resumes_from_best(tmp_path, pydoc_chars):
-    config = small_run_config(steps=30)
-    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=100))
+    config = small_run_config(steps=30, train=dict(checkpoint_interval=100))
     first = Trainer(config, run_dir=tmp_path, data=pydoc_chars)
     first.train(max_steps=13)  # evaluations at 0 and 10 wrote "best"; no periodic checkpoint yet
     del first
@@ -204,15 +201,13 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_state(tmp_path, pydoc_
     assert not (out / "checkpoints" / "last.safetensors").exists()  # the diverged state is not saved as "last"
     assert run.checkpoint_path("best").is_file()
 
-    skipped = Trainer(small_run_config(steps=12).replace(train=dataclasses.replace(
-        small_run_config().train, steps=12, lr=1e6, on_divergence="skip")), data=pydoc_chars)
+    skipped = Trainer(small_run_config(steps=12, train=dict(lr=1e6, on_divergence="skip")), data=pydoc_chars)
     result = skipped.run()
     assert result["steps"] == 12 and result["skipped_steps"] > 0 and result["diverged"] is None
 
 
 def test_only_the_newest_periodic_checkpoints_are_kept(tmp_path, pydoc_chars):
-    config = small_run_config(steps=20)
-    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=4, keep_checkpoints=2))
+    config = small_run_config(steps=20, train=dict(checkpoint_interval=4, keep_checkpoints=2))
     Trainer(config, run_dir=tmp_path, data=pydoc_chars).run()
     run = RunDir(tmp_path)
     assert [p.name for p in run.periodic_checkpoints()] == ["step_0000016.safetensors", "step_0000020.safetensors"]
