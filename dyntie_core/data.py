@@ -157,11 +157,14 @@ def corpus_from_hf(dataset: Any, name: str, text_column: str = "text") -> Corpus
     return Corpus(name, texts["train"], texts["valid"], texts["test"], notices)
 
 
+def env_flag(*names: str) -> bool:
+    """True when any of these environment variables is set to 1, true or yes."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in names)
+
+
 def _hub_corpus(name: str) -> Corpus:
     path, config, column, revision = HUB_DATASETS[name]
-    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in flags)
-    if offline:
+    if env_flag("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         raise DataError(f"dataset {name!r} lives on the Hugging Face hub, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE "
                         f"is set; {OFFLINE_ALTERNATIVES}")
     try:
@@ -360,7 +363,7 @@ def gpt2_tokenizer(path: str | None) -> HFTokenizer:
         if not p.is_file():
             raise DataError(f"GPT-2 tokenizer file not found: {p}")
         return HFTokenizer(HFTok.from_file(str(p)), "gpt2")
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE",))
+    offline = env_flag("HF_HUB_OFFLINE")
     try:
         from huggingface_hub import hf_hub_download
 

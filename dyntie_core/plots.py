@@ -85,11 +85,8 @@ def history_figure(steps: Sequence[int], roots_by_change: Sequence[Sequence[int]
 
 
 def _tie_log(run: RunDir) -> tuple[list[int], list[tuple[int, ...]]]:
-    """Steps and root maps of every tie change a run logged (the first is the initial map)."""
-    rows = run.read_jsonl(RunDir.TIE_MAPS)
-    if not rows:
-        raise FileNotFoundError(f"no tie-map history in {run.path} ({RunDir.TIE_MAPS} missing or empty)")
-    return [int(r["step"]) for r in rows], [resolve_roots(r["tie_map"]) for r in rows]
+    steps, maps = run.tie_log()
+    return steps, [resolve_roots(m) for m in maps]
 
 
 def tie_history(run_dir: str | Path) -> tuple[list[int], list[list[int]]]:

@@ -134,10 +134,9 @@ def html_page(rows: Sequence[dict[str, Any]], title: str = "dyntie results") -> 
                                      title=f"{dataset}, {fam}: trainable parameters vs validation perplexity"))
         for r in group:
             run = RunDir(r["runs"][0])
-            changes = run.read_jsonl(RunDir.TIE_MAPS)
-            if len(changes) > 1:  # the map changed during the run: show how
-                figures.append(history_figure([c["step"] for c in changes],
-                                              [resolve_roots(c["tie_map"]) for c in changes],
+            steps, maps = run.tie_log()
+            if len(steps) > 1:  # the map changed during the run: show how
+                figures.append(history_figure(steps, [resolve_roots(m) for m in maps],
                                               title=f"Tie-map history: {r['method']} ({run.path.name})"))
     for i, fig in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))

@@ -139,6 +139,13 @@ class RunDir:
     def rewrite_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
         write_text_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
 
+    def tie_log(self) -> tuple[list[int], list[list[int]]]:
+        """Steps and tie maps of every tie change a run logged (the first row is the initial map)."""
+        rows = self.read_jsonl(self.TIE_MAPS)
+        if not rows:
+            raise FileNotFoundError(f"no tie-map history in {self.path} ({self.TIE_MAPS} missing or empty)")
+        return [int(r["step"]) for r in rows], [r["tie_map"] for r in rows]
+
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_path(self, kind: str, step: int | None = None) -> Path:
         """``best``/``last``, or ``periodic`` (needs ``step``): ``checkpoints/step_NNNNNNN.safetensors``."""

@@ -84,11 +84,9 @@ def run_curves_png(run_dir: str | Path) -> bytes:
 
 def run_history_png(run_dir: str | Path) -> bytes:
     run = RunDir(run_dir)
-    rows = run.read_jsonl(RunDir.TIE_MAPS)
-    if not rows:
-        raise FileNotFoundError(f"no tie-map history in {run_dir}")
+    steps, maps = run.tie_log()
     last = max([r["step"] for r in run.read_jsonl(RunDir.METRICS)] or [0])
-    return history_png([r["step"] for r in rows], [resolve_roots(r["tie_map"]) for r in rows], last)
+    return history_png(steps, [resolve_roots(m) for m in maps], last)
 
 
 def pareto_png(points: Sequence[tuple[str, float, float]], title: str = "") -> bytes:

@@ -9,7 +9,6 @@ Python) it keeps plain figures and writes/displays them statically.
 from __future__ import annotations
 
 import html
-import os
 import time
 import traceback
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dyntie_core import RunDir, Trainer, resolve_roots
+from dyntie_core.data import env_flag
 from dyntie_core.events import DecisionEvent, EndEvent, EvalEvent, Event, StepEvent, TieChangeEvent
 from dyntie_core.memory import format_bytes
 from dyntie_core.plots import (
@@ -41,7 +41,7 @@ def has_live_frontend() -> bool:
     """True inside a Jupyter kernel (a front end may be attached); False in plain Python, and wherever
     ``DYNTIE_HEADLESS=1`` says no one is watching (papermill, nbval, the grid runner): there training
     runs to its end in the cell instead of in a background thread."""
-    if os.environ.get("DYNTIE_HEADLESS", "").lower() in ("1", "true", "yes"):
+    if env_flag("DYNTIE_HEADLESS"):
         return False
     try:
         from IPython import get_ipython
