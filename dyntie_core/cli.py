@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -11,6 +12,8 @@ import sys
 import typing
 from pathlib import Path
 from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from .checkpoint import CheckpointError
 from .compare import markdown_table, parse_methods, run_comparison
@@ -23,6 +26,7 @@ from .config import (
     resolve_layers,
 )
 from .data import DataError
+from .distributed import DistributedError, init_from_env, shutdown
 from .fileio import write_text_atomic
 from .loop import Trainer
 from .plots import tie_history_html
@@ -188,18 +192,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given or args.preset or args.config or args.force:
             raise ConfigError("--resume reads every setting from the run's config.json (only --steps may change); "
                               f"drop {', '.join(sorted(given)) or '--preset/--config/--force'}")
+        stored = RunDir(args.out) / RunDir.CONFIG  # only for the device; Trainer.resume reports a missing run
+        config = RunConfig.from_json_file(stored) if stored.is_file() else RunConfig()
     else:
         config = build_config(args)
         check_method(config.method)
         _check_fresh_out(args.out, args.force)
-    with RunDir(args.out).lock():  # a second process on the same run directory is refused, not interleaved
-        trainer = Trainer.resume(args.out, steps=args.steps) if args.resume else Trainer(config, run_dir=args.out)
-        for notice in trainer.notices:
-            print(f"note: {notice}", file=sys.stderr)
-        trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step,
-                                      desc=trainer.config.method.name))
+    dist = init_from_env(config.train.device, config.train.dist_timeout_s)  # one process, or a rank under torchrun
+    dist.barrier()  # every rank has read the run directory before rank 0 writes to it
+    # a second process on the same run directory is refused, not interleaved; under torchrun rank 0 holds the lock
+    with RunDir(args.out).lock() if dist.is_main else contextlib.nullcontext():
+        trainer = (Trainer.resume(args.out, steps=args.steps, dist=dist) if args.resume
+                   else Trainer(config, run_dir=args.out, dist=dist))
+        if dist.is_main:
+            for notice in trainer.notices:
+                print(f"note: {notice}", file=sys.stderr)
+            trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step,
+                                          desc=trainer.config.method.name))
         with graceful_interrupt(trainer):
             summary = trainer.run()
+    if not dist.is_main:
+        return 1 if summary["diverged"] else 0
     print(json.dumps({k: summary[k] for k in ("method", "steps", "best_val_ppl", "test_ppl", "trainable_params",
                                                 "unique_blocks", "tie_map", "tokens_per_s")}, indent=2))
     print(f"run directory: {args.out}")
@@ -215,18 +228,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _compare(config: RunConfig, methods_spec: str, n_unique: int | None, seeds: list[int],
              out: Path) -> list[dict[str, Any]]:
     methods = parse_methods(methods_spec, n_unique, agent=config.method.agent)
+    dist = init_from_env(config.train.device, config.train.dist_timeout_s)
 
     def attach(trainer: Any, label: str) -> None:
         if interrupt.hit:
             raise KeyboardInterrupt  # do not start the next run after a Ctrl-C
+        interrupt.trainer = trainer
+        if not dist.is_main:
+            return
         for notice in trainer.notices:
             print(f"note: {notice}", file=sys.stderr)
         trainer.subscribe(ProgressBar(trainer.config.train.steps, initial=trainer.step, desc=label))
-        interrupt.trainer = trainer
 
     interrupt = graceful_interrupt(None)
     with interrupt:
         rows = run_comparison(config, methods, seeds, out, on_trainer=attach)
+    if not dist.is_main:
+        return rows
     print(markdown_table(rows))
     print(f"tables: {out / 'comparison.md'}, {out / 'comparison.csv'}; plot: {out / 'pareto.html'}")
     return rows
@@ -364,12 +382,16 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@record  # under torchrun, a failing rank's traceback is shown in the job's error summary
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except DistributedError as exc:
+        print(f"dyntie: error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, DataError, CheckpointError, ValueError) as exc:
         print(f"dyntie: error: {exc}", file=sys.stderr)
         return 2
@@ -380,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dyntie: interrupted; finished runs and checkpoints are kept (rerun to resume)", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

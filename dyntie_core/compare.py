@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import AgentConfig, MethodConfig, RunConfig
 from .data import TokenData, load_data
+from .distributed import init_from_env
 from .experiment import run_or_resume
 from .fileio import write_text_atomic
 from .loop import Trainer
@@ -68,7 +69,10 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
     ``comparison.md``, ``comparison.csv`` and ``pareto.html``; returns the table rows."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = data if data is not None else load_data(base.data, base.model.block_size)
+    dist = init_from_env(base.train.device, base.train.dist_timeout_s)  # under torchrun: rank 0 writes the tables
+    if data is None:
+        with dist.main_first():
+            data = load_data(base.data, base.model.block_size)
     summaries: dict[str, list[dict[str, Any]]] = {}
     for method in methods:
         label = run_label(method)
@@ -78,8 +82,9 @@ def run_comparison(base: RunConfig, methods: Sequence[MethodConfig], seeds: Sequ
             summary = run_or_resume(cfg, out_dir / label / f"seed{seed}", data=data, on_trainer=attach)
             summaries.setdefault(label, []).append(summary)
     rows = [summarize(label, runs) for label, runs in summaries.items()]
-    write_tables(rows, out_dir, base)
-    pareto_html([(label, s) for label, runs in summaries.items() for s in runs], out_dir / "pareto.html")
+    if dist.is_main:
+        write_tables(rows, out_dir, base)
+        pareto_html([(label, s) for label, runs in summaries.items() for s in runs], out_dir / "pareto.html")
     return rows
 
 

@@ -26,6 +26,7 @@ DIVERGENCE = ("stop", "skip")
 TOKENIZERS = ("char", "bpe", "gpt2")
 REWARDS = ("clipped-ppl", "loss-improvement")
 REWARD_SPLITS = ("train", "valid")
+DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -146,7 +147,11 @@ class TrainConfig(Serializable):
     on_divergence: str = option("stop", "a non-finite loss or gradient norm: stop (keep the last good checkpoint "
                                 "and metrics, mark the run diverged) or skip (drop that step's update)")
     seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
-    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda (under torchrun, cuda means cuda:LOCAL_RANK)")
+    dtype: str = option("float32", "float32, or bfloat16: bf16 autocast for the forward and backward, with fp32 "
+                        "master weights, gradients and AdamW state (docs/SCALING.md)")
+    dist_timeout_s: int = option(600, "under torchrun: seconds a collective may wait before the job fails "
+                                 "(covers rank 0's evaluations)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_interval", "eval_tokens"):
@@ -154,6 +159,9 @@ class TrainConfig(Serializable):
             _check(_is_int(value) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
         _check(self.episodes is None or (_is_int(self.episodes) and self.episodes > 0),
                f"TrainConfig.episodes must be a positive int or None, got {self.episodes!r}")
+        _check(self.dtype in DTYPES, f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _check(_is_int(self.dist_timeout_s) and self.dist_timeout_s > 0,
+               f"TrainConfig.dist_timeout_s must be a positive int, got {self.dist_timeout_s!r}")
         _check(self.on_divergence in DIVERGENCE,
                f"TrainConfig.on_divergence must be one of {DIVERGENCE}, got {self.on_divergence!r}")
         for name in ("warmup_steps", "checkpoint_interval", "keep_checkpoints"):

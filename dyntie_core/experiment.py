@@ -8,6 +8,7 @@ accepted as YAML/JSON text, numbers as numeric text, and empty values mean "not 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 from .config import ConfigError, RunConfig, resolve_layers
 from .data import TokenData
+from .distributed import DistContext, init_from_env
 from .loop import Trainer
 from .policies import check_method
 from .presets import get_preset
@@ -90,7 +92,7 @@ def experiment_config(preset: Any = None, dataset: Any = None, method: Any = Non
 
 def check_same_config(run: RunDir, wanted: RunConfig) -> None:
     """A run directory is reused only for the very same config (the vocabulary comes from the data)."""
-    stored = run.read_config().to_dict()
+    stored = run.read_config().to_dict()  # parsed, so fields added since it was written take their defaults
     expected = wanted.to_dict()
     expected["model"]["vocab_size"] = stored.get("model", {}).get("vocab_size")
     if stored != expected:
@@ -103,24 +105,40 @@ def check_same_config(run: RunDir, wanted: RunConfig) -> None:
 def run_or_resume(config: RunConfig, run_dir: str | Path, data: TokenData | None = None,
                   on_trainer: Callable[[Trainer], None] | None = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir``: a finished run there is reused, an interrupted one (same config)
-    resumed from its latest checkpoint, anything else started fresh. Returns the summary."""
+    resumed from its latest checkpoint, anything else started fresh. Returns the summary.
+
+    Under torchrun, rank 0 holds the lock and decides; every rank follows its decision."""
     run = RunDir(run_dir)
-    with run.lock():
-        return _run_or_resume(run, config, data, on_trainer)
+    dist = init_from_env(config.train.device, config.train.dist_timeout_s)
+    with run.lock() if dist.is_main else contextlib.nullcontext():
+        return _run_or_resume(run, config, data, on_trainer, dist)
+
+
+def _decide(run: RunDir, config: RunConfig) -> tuple[str, Any]:
+    """("reuse", summary), ("resume", None), ("fresh", None) or ("error", message) for this run directory."""
+    try:
+        summary = run.read_summary()
+        has_checkpoint = bool(run.resume_candidates())
+        if summary is not None or has_checkpoint:
+            check_same_config(run, config)
+    except ConfigError as exc:
+        return "error", str(exc)
+    if summary is not None and not summary.get("stopped_early"):
+        return "reuse", summary
+    return ("resume" if has_checkpoint else "fresh"), None
 
 
 def _run_or_resume(run: RunDir, config: RunConfig, data: TokenData | None,
-                   on_trainer: Callable[[Trainer], None] | None) -> dict[str, Any]:
-    summary = run.read_summary()
-    has_checkpoint = bool(run.resume_candidates())
-    if summary is not None or has_checkpoint:
-        check_same_config(run, config)
-    if summary is not None and not summary.get("stopped_early"):
-        return summary
-    if has_checkpoint:
-        trainer = Trainer.resume(run.path, data=data)
+                   on_trainer: Callable[[Trainer], None] | None, dist: DistContext) -> dict[str, Any]:
+    action, detail = dist.broadcast_object(_decide(run, config) if dist.is_main else None)
+    if action == "error":
+        raise ConfigError(detail)
+    if action == "reuse":
+        return detail
+    if action == "resume":
+        trainer = Trainer.resume(run.path, data=data, dist=dist)
     else:
-        trainer = Trainer(config, run_dir=run.path, data=data)
+        trainer = Trainer(config, run_dir=run.path, data=data, dist=dist)
     if on_trainer is not None:
         on_trainer(trainer)
     return trainer.run()

@@ -8,6 +8,7 @@ them. Before each step the policy may switch the tie map; the optimizer follows
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
@@ -20,6 +21,7 @@ import torch
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import BatchSampler, TokenData, load_data
+from .distributed import DistContext, init_from_env, state_digest, wrap_model
 from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
 from .metrics import TrainState, build_summary, eval_record
@@ -46,8 +48,8 @@ def lr_at(step: int, cfg: Any) -> float:
 def _comparable(config: RunConfig) -> dict[str, Any]:
     """A config as resume compares it: the step budget may be extended, everything else must match."""
     d = config.to_dict()
-    d["train"].pop("steps")
-    d["train"].pop("episodes")
+    for key in ("steps", "episodes", "device", "dist_timeout_s"):  # where and how long may change, not what
+        d["train"].pop(key)
     return d
 
 
@@ -55,22 +57,37 @@ class Trainer:
     """Train one model with one tie policy; optionally keep a run directory.
 
     ``run_dir`` receives the files ``RunDir`` lists. Use ``Trainer.resume(run_dir)`` to continue.
+    Under torchrun every rank builds a ``Trainer``; rank 0 alone decides tie maps, evaluates and
+    writes files (``distributed.py``).
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, data: TokenData | None = None,
-                 policy: TiePolicy | None = None, checkpoint: Checkpoint | None = None) -> None:
-        """``checkpoint``: start from this saved training state (what ``resume`` passes) instead of a fresh init."""
+                 policy: TiePolicy | None = None, checkpoint: Checkpoint | None = None,
+                 dist: DistContext | None = None) -> None:
+        """``checkpoint``: start from this saved training state (what ``resume`` passes) instead of a fresh init.
+        ``dist``: this process's rank (default: detected from torchrun's environment, else one process)."""
         if config.train.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {config.train.device!r} asked for, but this machine has no CUDA device; use "
                               "--device cpu (or a preset's -cpu twin)")
+        self.dist = dist if dist is not None else init_from_env(config.train.device, config.train.dist_timeout_s)
+        if config.train.batch_size % self.dist.world_size:
+            raise ConfigError(f"batch size {config.train.batch_size} (the global batch) must be divisible by the "
+                              f"{self.dist.world_size} processes")
         if config.train.device == "cpu":
             torch.set_flush_denormal(True)  # tied LM heads can produce denormals: 30x slower steps on CPU
-        self.data = data if data is not None else load_data(config.data, config.model.block_size)
+        if data is None:
+            with self.dist.main_first():  # rank 0 trains and caches the tokenizer; the others read the cache
+                data = load_data(config.data, config.model.block_size)
+        self.data = data
         self.notices = list(self.data.notices)
         model_cfg = dataclasses.replace(config.model, vocab_size=self.data.vocab_size)
         self.config = config.replace(model=model_cfg)
         train = self.config.train
-        self.device = torch.device(train.device)
+        self.device = torch.device(self.dist.device(train.device))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere and later (fp32 elsewhere)
+            torch.backends.cudnn.allow_tf32 = True
+            torch.cuda.reset_peak_memory_stats(self.device)  # peaks are per run, not per process
         torch.manual_seed(train.seed)
         self.policy = policy if policy is not None else make_policy(self.config.method, model_cfg.n_layer, train.seed)
         self.sampler = BatchSampler(self.data.train, train.batch_size, model_cfg.block_size, seed=train.seed + 1)
@@ -80,9 +97,11 @@ class Trainer:
         if checkpoint is None:
             self.model = TiedGPT(model_cfg, self.policy.initial_tie_map(model_cfg.n_layer)).to(self.device)
             self.optimizer = configure_optimizer(self.model, train)
+            self._seed_rank(train.seed)
         else:
             self._restore(checkpoint)
-        self.run_dir = RunDir(run_dir) if run_dir is not None else None
+        self.ddp = wrap_model(self.model, self.dist)
+        self.run_dir = RunDir(run_dir) if run_dir is not None and self.dist.is_main else None
         if self.run_dir is not None:
             logger = RunLogger(self.run_dir)
             if checkpoint is None:
@@ -93,9 +112,10 @@ class Trainer:
 
     # ---- construction from a run directory ---------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | Path, data: TokenData | None = None,
-               policy: TiePolicy | None = None, steps: int | None = None) -> Trainer:
-        """Continue a run from its latest checkpoint; ``steps`` may extend the budget."""
+    def resume(cls, run_dir: str | Path, data: TokenData | None = None, policy: TiePolicy | None = None,
+               steps: int | None = None, dist: DistContext | None = None) -> Trainer:
+        """Continue a run from its latest checkpoint; ``steps`` may extend the budget. Under torchrun every
+        rank reads the same checkpoint, whatever the world size that wrote it."""
         run = RunDir(run_dir)
         candidates = run.resume_candidates()
         if not candidates:
@@ -117,8 +137,9 @@ class Trainer:
                                   f"{run / RunDir.CONFIG}; refusing to mix two runs")
         if steps is not None:
             config = config.replace(train=dataclasses.replace(config.train, steps=steps, episodes=None))
-            run.write_config(config)
-        trainer = cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint)
+            if dist is None or dist.is_main:
+                run.write_config(config)
+        trainer = cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint, dist=dist)
         if unusable:
             trainer.notices.append(f"resumed from {path.name} at step {trainer.step}; skipped: " + "; ".join(unusable))
         return trainer
@@ -140,8 +161,15 @@ class Trainer:
 
     def batch_loss(self, split: str, generator: torch.Generator) -> float:
         """Cross-entropy of the model (eval mode) on one random batch of ``split`` drawn with ``generator``."""
-        return batch_loss(self.model, self.data.split(split), self.config.model.block_size,
-                          self.config.train.batch_size, generator, self.device)
+        with self.autocast():
+            return batch_loss(self.model, self.data.split(split), self.config.model.block_size,
+                              self.config.train.batch_size, generator, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast for ``dtype=bfloat16`` (weights and optimizer state stay fp32), else nothing."""
+        if self.config.train.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # ---- tie maps --------------------------------------------------------------------
     def apply_tie_map(self, tie_map: Any, reason: str) -> TieChange:
@@ -149,6 +177,7 @@ class Trainer:
         change = self.model.set_tie_map(tie_map)
         if change.changed:
             sync_optimizer(self.optimizer, self.model)
+            self.ddp = wrap_model(self.model, self.dist)  # DDP's hooks belong to the old parameter set
             counts = count_parameters(self.model)
             self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason,
                                          counts["unique_blocks"], counts["trainable"]))
@@ -162,17 +191,23 @@ class Trainer:
     # ---- one step --------------------------------------------------------------------
     def train_step(self) -> float:
         start = time.perf_counter()
-        new_map = self.policy.on_step(self.step, self)
+        new_map = self.policy.on_step(self.step, self) if self.dist.is_main else None
+        new_map = self.dist.broadcast_tie_map(new_map, self.config.model.n_layer)
         if new_map is not None and tuple(new_map) != self.model.tie_map:
             self.apply_tie_map(new_map, reason=self.policy.name)
         lr = lr_at(self.step, self.config.train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = (t.to(self.device) for t in self.sampler.sample())
+        x, y = self.sampler.sample()
+        if self.dist.active:  # every rank drew the same global batch; each trains on its slice
+            per_rank = x.shape[0] // self.dist.world_size
+            x, y = (t[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank] for t in (x, y))
+        x, y = x.to(self.device), y.to(self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        _, loss = self.model(x, y)
-        value = float(loss.detach())
+        with self.autocast():
+            _, loss = self.ddp(x, y)
+        value = self.dist.mean(loss)  # the global batch's loss, the same on every rank
         if not math.isfinite(value):
             return self._non_finite("loss", value, lr, start)
         loss.backward()
@@ -188,7 +223,7 @@ class Trainer:
         s = self.state
         s.step += 1
         s.train_time += time.perf_counter() - start
-        s.tokens_seen += x.numel()
+        s.tokens_seen += x.numel() * self.dist.world_size
         s.recent_losses.append(value)
         self.bus.emit(StepEvent(self.step, value, lr))
         return value
@@ -210,10 +245,24 @@ class Trainer:
 
     def evaluate(self, split: str = "valid", max_tokens: int | None = None, model: TiedGPT | None = None) -> float:
         """Mean token cross-entropy on contiguous windows of a split (eval mode, no dropout)."""
-        return evaluate(model or self.model, self.data.split(split), self.config.model.block_size,
-                        self.config.train.batch_size, max_tokens, self.device)
+        with self.autocast():
+            return evaluate(model or self.model, self.data.split(split), self.config.model.block_size,
+                            self.config.train.batch_size, max_tokens, self.device)
+
+    def check_ranks_agree(self) -> None:
+        """Under torchrun: raise ``DistributedError`` unless every rank holds bit-identical weights, optimizer
+        state and tie map (a collective: every rank calls it at the same step)."""
+        if self.dist.active:
+            self.dist.check_agree(state_digest(self.model, self.optimizer, self.model.tie_map),
+                                  f"weights, optimizer state or tie map at step {self.step}")
 
     def _eval_and_log(self) -> None:
+        """Every rank: the drift check; rank 0: evaluate, log, keep the best checkpoint."""
+        self.check_ranks_agree()
+        if self.dist.is_main:
+            self._evaluate_and_record()
+
+    def _evaluate_and_record(self) -> None:
         val = self.evaluate("valid", self.config.train.eval_tokens)
         record = eval_record(self.state, self.model, self.optimizer, val, lr_at(max(0, self.step - 1),
                                                                                  self.config.train))
@@ -237,7 +286,7 @@ class Trainer:
         target = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
         if self.step == 0 and self.state.last_eval is None:
             self._eval_and_log()
-        while self.step < target and not self._stop.is_set():
+        while self.step < target and not self.dist.any(self._stop.is_set()):
             self.train_step()
             if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
                 self._eval_and_log()
@@ -245,10 +294,19 @@ class Trainer:
                 self.save_checkpoint("periodic")
 
     def finish(self) -> dict[str, Any]:
-        """Final evaluation, test perplexity (at the best-validation checkpoint), summary, last checkpoint."""
+        """Final evaluation, test perplexity (at the best-validation checkpoint), summary, last checkpoint.
+        Under torchrun rank 0 does the work and every rank returns its summary."""
+        self.check_ranks_agree()
+        summary = self._finish_main() if self.dist.is_main else None
+        summary = self.dist.broadcast_object(summary)
+        if not self.dist.is_main:
+            self.bus.emit(EndEvent(self.step, summary, stopped_early=summary["stopped_early"]))
+        return summary
+
+    def _finish_main(self) -> dict[str, Any]:
         s = self.state
         if s.diverged is None and (s.last_eval is None or s.last_eval["step"] != self.step):
-            self._eval_and_log()
+            self._evaluate_and_record()
         final_test = self.evaluate("test")
         test, selection = final_test, "final"
         best_path = self.run_dir.checkpoint_path("best") if self.run_dir is not None else None
@@ -275,6 +333,8 @@ class Trainer:
         optim = optimizer_state_tensors(self.optimizer, self.model.named_parameters())
         tensors.update({f"optim/{k}": v for k, v in optim.items()})
         tensors["rng/torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout on CUDA draws from the device's generator
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         tensors["rng/sampler"] = self.sampler.state()
         policy_state, policy_tensors = self.policy.state_dict()
         tensors.update({f"policy/{k}": v for k, v in policy_tensors.items()})
@@ -307,6 +367,15 @@ class Trainer:
         self.optimizer = configure_optimizer(self.model, self.config.train)
         load_optimizer_state(self.optimizer, self.model.named_parameters(), ckpt.group("optim"))
         torch.set_rng_state(ckpt.tensors["rng/torch"])
+        if self.device.type == "cuda" and "rng/cuda" in ckpt.tensors:
+            torch.cuda.set_rng_state(ckpt.tensors["rng/cuda"], self.device)
         self.sampler.set_state(ckpt.tensors["rng/sampler"])
         self.policy.load_state_dict(ckpt.state["policy"], ckpt.group("policy"))
         self.state = TrainState.from_dict(ckpt.state["train_state"])
+        self._seed_rank(self.config.train.seed)
+
+    def _seed_rank(self, seed: int) -> None:
+        """Ranks other than 0 draw their own dropout masks (rank 0 keeps the single-process stream, which a
+        checkpoint restores); derived from the step so that a resumed job does not replay old masks."""
+        if self.dist.rank > 0:
+            torch.manual_seed(seed + 1_000_003 * self.dist.rank + self.state.step)  # seeds CUDA too
