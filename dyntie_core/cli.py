@@ -13,8 +13,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from torch.distributed.elastic.multiprocessing.errors import record
-
 from .checkpoint import CheckpointError
 from .compare import markdown_table, parse_methods, run_comparison
 from .config import (
@@ -26,7 +24,7 @@ from .config import (
     resolve_layers,
 )
 from .data import DataError
-from .distributed import DistributedError, init_from_env, shutdown
+from .distributed import DistributedError, init_from_env, shutdown, torchrun_env
 from .fileio import write_text_atomic
 from .loop import Trainer
 from .plots import tie_history_html
@@ -382,8 +380,15 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@record  # under torchrun, a failing rank's traceback is shown in the job's error summary
 def main(argv: list[str] | None = None) -> int:
+    if torchrun_env() is not None:  # under torchrun, a failing rank's traceback goes into the job's error summary
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return int(record(_main)(argv))
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = make_parser()
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ from .data import BatchSampler, TokenData, load_data
 from .distributed import DistContext, init_from_env, state_digest, wrap_model
 from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
-from .metrics import TrainState, build_summary, eval_record
+from .metrics import TrainState, build_summary, eval_record, flops_per_token, peak_flops, predicted_memory
 from .model import TiedGPT
 from .optim import configure_optimizer, load_optimizer_state, optimizer_state_tensors, sync_optimizer
 from .policies import TiePolicy, make_policy
@@ -224,6 +224,7 @@ class Trainer:
         s.step += 1
         s.train_time += time.perf_counter() - start
         s.tokens_seen += x.numel() * self.dist.world_size
+        s.model_flops += flops_per_token(self.config.model, self.model.tie_map) * x.numel() * self.dist.world_size
         s.recent_losses.append(value)
         self.bus.emit(StepEvent(self.step, value, lr))
         return value
@@ -264,8 +265,9 @@ class Trainer:
 
     def _evaluate_and_record(self) -> None:
         val = self.evaluate("valid", self.config.train.eval_tokens)
-        record = eval_record(self.state, self.model, self.optimizer, val, lr_at(max(0, self.step - 1),
-                                                                                 self.config.train))
+        lr = lr_at(max(0, self.step - 1), self.config.train)
+        predicted = predicted_memory(self.config, self.model.tie_map, self.dist.world_size)
+        record = eval_record(self.state, self.model, self.optimizer, val, lr, predicted)
         improved = self.state.observe_eval(record)
         self.bus.emit(EvalEvent(self.step, record))
         if improved and self.run_dir is not None:
@@ -315,7 +317,8 @@ class Trainer:
             test, selection = self.evaluate("test", model=best_model), f"best validation (step {s.best_step})"
         elif s.best_step == self.step:
             selection = f"best validation (step {s.best_step}, final)"
-        summary = build_summary(self.config, self.data, self.model, s, test, final_test, selection, self.notices)
+        summary = build_summary(self.config, self.data, self.model, s, test, final_test, selection, self.notices,
+                                peak=peak_flops(self.device), world_size=self.dist.world_size)
         if self.run_dir is not None and s.diverged is None:  # a diverged state never replaces the last good one
             self.save_checkpoint("last")
         self.bus.emit(EndEvent(self.step, summary, stopped_early=summary["stopped_early"]))

@@ -31,6 +31,7 @@ class MemoryBreakdown:
     activations: int | None = None
     cuda_allocated: int | None = None
     cuda_peak: int | None = None
+    cuda_reserved: int | None = None
     rss_peak: int | None = None
 
     @property
@@ -57,13 +58,15 @@ def block_tensor_count(config: GPTConfig) -> int:
 
 
 def predict_memory(config: GPTConfig, tie_map: Sequence[int], batch_size: int | None = None,
-                   bytes_per_element: int = 4, optimizer: str = "adamw") -> MemoryBreakdown:
+                   bytes_per_element: int = 4, optimizer: str = "adamw",
+                   activation_bytes: int | None = None) -> MemoryBreakdown:
     """Analytic memory after a training step: the floor a leak-free implementation reaches.
 
     Parameters count the embeddings, final norm and unique blocks once each; gradients and
     AdamW moments (two per element, plus a 4-byte step counter per tensor) cover the same
     trainable set. ``activations`` is a rough estimate for float32 pre-LN blocks without
     dropout (tensors saved for backward), given ``batch_size``; it does not depend on the map.
+    ``activation_bytes``: bytes per saved activation element (2 under bf16 autocast; default: as weights).
     """
     n_unique = unique_blocks(tie_map)
     c, v, t = config.n_embd, config.vocab_size, config.block_size
@@ -79,7 +82,7 @@ def predict_memory(config: GPTConfig, tie_map: Sequence[int], batch_size: int | 
         tokens = batch_size * t
         per_block = tokens * c * 16 + tokens * config.n_head + tokens * 4  # saved inputs, attention lse, norm stats
         head = tokens * c * 3 + tokens * v * 2  # embedding sum, final norm, logits and log-softmax
-        activations = (config.n_layer * per_block + head) * bytes_per_element
+        activations = (config.n_layer * per_block + head) * (activation_bytes or bytes_per_element)
     return MemoryBreakdown(params=params, grads=params, optimizer=opt, activations=activations)
 
 
@@ -97,8 +100,17 @@ def measure_memory(model: nn.Module, optimizer: torch.optim.Optimizer | None = N
     breakdown = MemoryBreakdown(params=param_bytes, grads=grad_bytes, optimizer=opt_bytes, rss_peak=peak_rss_bytes())
     device = params[0].device if params else torch.device("cpu")
     if device.type == "cuda":
-        breakdown.cuda_allocated = torch.cuda.memory_allocated(device)
-        breakdown.cuda_peak = torch.cuda.max_memory_allocated(device)
+        add_cuda_figures(breakdown, torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device),
+                         torch.cuda.memory_reserved(device))
+    return breakdown
+
+
+def add_cuda_figures(breakdown: MemoryBreakdown, allocated: int, peak: int, reserved: int) -> MemoryBreakdown:
+    """The allocator's figures: ``allocated`` now (between steps: the paper's number), the ``peak`` since the
+    run started (the trainer resets it), ``reserved`` by the caching allocator; activations are the peak
+    minus the model state, i.e. what the forward and backward added on top of it."""
+    breakdown.cuda_allocated, breakdown.cuda_peak, breakdown.cuda_reserved = allocated, peak, reserved
+    breakdown.activations = max(0, peak - breakdown.model_state)
     return breakdown
 
 

@@ -6,16 +6,20 @@ Kept apart from the loop so the numbers a run reports are defined in one readabl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from .config import RunConfig
+from .config import GPTConfig, RunConfig
 from .data import TokenData
-from .memory import measure_memory, predict_memory
+from .memory import block_param_count, measure_memory, predict_memory
 from .model import TiedGPT
-from .tying import count_parameters
+from .tying import count_parameters, resolve_roots
+
+# Dense bf16 peak FLOP/s by GPU name (vendor data sheets); MFU is reported only for these.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 
 
 @dataclass
@@ -27,6 +31,7 @@ class TrainState:
     best_step: int | None = None
     train_time: float = 0.0
     tokens_seen: int = 0
+    model_flops: float = 0.0  # training FLOPs done, at the tie map of each step (``flops_per_token``)
     recent_losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
     last_eval: dict[str, Any] | None = None
     skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient (on_divergence=skip)
@@ -52,9 +57,43 @@ class TrainState:
         return cls(**data)
 
 
+def flops_per_token(config: GPTConfig, tie_map: Sequence[int]) -> float:
+    """Training FLOPs per token, nanoGPT's estimate (PaLM appendix B): 6 N + 12 L H Q T, N counting every
+    position's block (a tied position still runs) and the token embedding (the LM head). In follow mode a
+    tied position skips its weight gradients, so it costs 4 instead of 6 FLOPs per parameter."""
+    per_block = block_param_count(config)
+    n = config.vocab_size * config.n_embd + config.n_layer * per_block
+    flops = 6 * n + 12 * config.n_layer * config.n_embd * config.block_size
+    if config.tie_mode == "follow":
+        tied = sum(1 for i, r in enumerate(resolve_roots(tuple(tie_map))) if r != i)
+        flops -= 2 * per_block * tied
+    return float(flops)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, when dyntie knows it (CUDA GPUs in ``PEAK_BF16_FLOPS``); None on CPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def throughput(state: TrainState, peak: float | None) -> dict[str, float | None]:
+    """Model FLOP/s achieved over the run and MFU against ``peak`` (None where the peak is unknown)."""
+    achieved = state.model_flops / state.train_time if state.train_time > 0 and state.model_flops else None
+    return {"model_flops_per_s": achieved, "mfu": achieved / peak if achieved is not None and peak else None}
+
+
+def predicted_memory(config: RunConfig, tie_map: Sequence[int], world_size: int = 1) -> dict[str, int | None]:
+    """``predict_memory`` for a run's model, per-process batch and precision, as a dict."""
+    return predict_memory(config.model, tie_map, config.train.batch_size // world_size,
+                          activation_bytes=2 if config.train.dtype == "bfloat16" else None).to_dict()
+
+
 def eval_record(state: TrainState, model: TiedGPT, optimizer: torch.optim.Optimizer, val_loss: float,
-                lr: float) -> dict[str, Any]:
-    """One ``metrics.jsonl`` row; consumes the training losses gathered since the last evaluation."""
+                lr: float, predicted: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """One ``metrics.jsonl`` row; consumes the training losses gathered since the last evaluation.
+    ``predicted``: the analytic memory (``predicted_memory``), stored beside the measured one."""
     counts = count_parameters(model)
     train_loss = sum(state.recent_losses) / len(state.recent_losses) if state.recent_losses else None
     state.recent_losses = []
@@ -69,17 +108,20 @@ def eval_record(state: TrainState, model: TiedGPT, optimizer: torch.optim.Optimi
         "trainable_params": counts["trainable"],
         "total_params": counts["total"],
         "memory": measure_memory(model, optimizer).to_dict(),
+        "memory_predicted": predicted,
         "tokens_per_s": state.tokens_per_s,
         "train_time_s": state.train_time,
     }
 
 
 def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: TrainState, test_loss: float,
-                  final_test_loss: float, selection: str, notices: list[str]) -> dict[str, Any]:
-    """The ``summary.json`` of a run: final and best numbers, test at the best-validation checkpoint."""
+                  final_test_loss: float, selection: str, notices: list[str],
+                  peak: float | None = None, world_size: int = 1) -> dict[str, Any]:
+    """The ``summary.json`` of a run: final and best numbers, test at the best-validation checkpoint.
+    ``peak``: the device's peak FLOP/s, for MFU (per process: the summary's tokens/s are the job's)."""
     assert state.last_eval is not None and state.best_val is not None
     counts = count_parameters(model)
-    predicted = predict_memory(config.model, model.tie_map, config.train.batch_size)
+    predicted = predicted_memory(config, model.tie_map, world_size)
     return {
         "method": config.method.name,
         "seed": config.train.seed,
@@ -99,8 +141,11 @@ def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: Tra
         "unique_blocks": counts["unique_blocks"],
         "tie_map": list(model.tie_map),
         "memory": state.last_eval["memory"],
-        "memory_predicted": predicted.to_dict(),
+        "memory_predicted": predicted,
         "tokens_per_s": state.tokens_per_s,
+        **throughput(state, peak * world_size if peak else None),
+        "dtype": config.train.dtype,
+        "world_size": world_size,
         "train_time_s": state.train_time,
         "stopped_early": state.step < config.train.steps,
         "diverged": state.diverged,

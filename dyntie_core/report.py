@@ -65,6 +65,9 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         val, test = _mean_std([x["best_val_ppl"] for x in s]), _mean_std([x["test_ppl"] for x in s])
         memory = {k: statistics.fmean(x["memory"][k] for x in s) for k in ("params", "grads", "optimizer",
                                                                             "model_state")}
+        predicted = [x["memory_predicted"]["model_state"] for x in s if x.get("memory_predicted")]
+        memory["predicted_model_state"] = statistics.fmean(predicted) if predicted else None
+        cuda = [x for x in s if x["memory"].get("cuda_peak") is not None]
         trainable = statistics.fmean(x["trainable_params"] for x in s)
         full = statistics.fmean(x["vanilla_equivalent_params"] for x in s)
         rows.append({
@@ -74,6 +77,11 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "unique_blocks": statistics.fmean(x["unique_blocks"] for x in s), "memory": memory,
             "tokens_per_s": statistics.fmean(x["tokens_per_s"] or 0.0 for x in s),
             "diverged": sum(1 for x in s if x.get("diverged")), "runs": [str(r.path) for r, _ in runs],
+            "cuda": {k: statistics.fmean(x["memory"][k] for x in cuda)
+                     for k in ("cuda_allocated", "cuda_peak", "cuda_reserved", "activations")} if cuda else None,
+            "activations_predicted": statistics.fmean(x["memory_predicted"]["activations"] for x in cuda)
+            if cuda else None,
+            "mfu": statistics.fmean(x["mfu"] for x in s) if all(x.get("mfu") for x in s) else None,
             "summaries": s,
         })
     rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
@@ -85,15 +93,17 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
 
 
 HEAD = ("| method | seeds | val ppl | test ppl | trainable params | reduction | unique blocks | params | grads "
-        "| AdamW state | model state | vs vanilla | tokens/s |")
+        "| AdamW state | model state | predicted | vs vanilla | tokens/s |")
+CUDA_HEAD = ("| method | allocated between steps | peak | reserved | activations (peak - model state) "
+             "| activations predicted | MFU |")
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     out = ["# Results", "", "Validation perplexity: the best over each run; test perplexity at that best-validation "
            "checkpoint. Mean ± std over seeds. Memory: measured model state (parameters, gradients, AdamW "
-           "moments) at the end of training.", ""]
+           "moments) at the end of training, and the analytic floor predicted from the tie map.", ""]
     for dataset, fam in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
-        out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 13]
+        out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 14]
         for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):
             m = r["memory"]
             label = r["method"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
@@ -101,9 +111,23 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
                        f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {r['trainable_params']:,} | "
                        f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
                        f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
-                       f"{format_bytes(round(m['model_state']))} | {_ratio(r)} | {r['tokens_per_s']:,.0f} |")
+                       f"{format_bytes(round(m['model_state']))} | {_bytes(m['predicted_model_state'])} | "
+                       f"{_ratio(r)} | {r['tokens_per_s']:,.0f} |")
         out.append("")
+        cuda_rows = [x for x in rows if (x["dataset"], x["family"]) == (dataset, fam) and x["cuda"]]
+        if cuda_rows:
+            out += ["CUDA memory (allocator figures; the trainer resets the peak at the start of each run):", "",
+                    CUDA_HEAD, "|" + " --- |" * 7]
+            out += [f"| {r['method']} | {_bytes(r['cuda']['cuda_allocated'])} | {_bytes(r['cuda']['cuda_peak'])} | "
+                    f"{_bytes(r['cuda']['cuda_reserved'])} | {_bytes(r['cuda']['activations'])} | "
+                    f"{_bytes(r['activations_predicted'])} | "
+                    f"{'-' if r['mfu'] is None else format(r['mfu'], '.1%')} |" for r in cuda_rows]
+            out.append("")
     return "\n".join(out)
+
+
+def _bytes(n: float | None) -> str:
+    return format_bytes(None if n is None else round(n))
 
 
 def _ratio(r: dict[str, Any]) -> str:
@@ -112,13 +136,15 @@ def _ratio(r: dict[str, Any]) -> str:
 
 def _html_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ("<tr><th>method</th><th>seeds</th><th>val ppl</th><th>test ppl</th><th>trainable params</th>"
-            "<th>reduction</th><th>unique blocks</th><th>model state</th><th>vs vanilla</th><th>tokens/s</th></tr>")
+            "<th>reduction</th><th>unique blocks</th><th>model state</th><th>predicted</th><th>vs vanilla</th>"
+            "<th>tokens/s</th></tr>")
     body = "".join(
         f"<tr><td>{html.escape(r['method'] + (' (diverged)' if r['diverged'] else ''))}</td><td>{r['seeds']}</td>"
         f"<td>{r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f}</td>"
         f"<td>{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f}</td><td>{r['trainable_params']:,}</td>"
         f"<td>{r['reduction_pct']:.1f}%</td><td>{r['unique_blocks']:g}</td>"
-        f"<td>{format_bytes(round(r['memory']['model_state']))}</td><td>{_ratio(r)}</td>"
+        f"<td>{format_bytes(round(r['memory']['model_state']))}</td>"
+        f"<td>{_bytes(r['memory']['predicted_model_state'])}</td><td>{_ratio(r)}</td>"
         f"<td>{r['tokens_per_s']:,.0f}</td></tr>" for r in rows)
     return f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{head}{body}</table>"
 

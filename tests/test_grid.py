@@ -10,6 +10,7 @@ from dyntie_core import ConfigError, RunDir, Trainer
 from dyntie_core.cli import main
 from dyntie_core.experiment import experiment_config
 from dyntie_core.grid import load_grid
+from dyntie_core.memory import format_bytes
 from dyntie_core.report import collect, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,9 @@ def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "| cycle-2 | 2 |" in md and "1.000x" in md
+    predicted = cycle["memory"]["predicted_model_state"]
+    assert predicted == pytest.approx(cycle["memory"]["model_state"], rel=0.02)  # measured sits on the floor
+    assert format_bytes(round(predicted)) in md and "CUDA memory" not in md  # no CUDA table for CPU runs
     page = (tmp_path / "report.html").read_text()
     assert page.count("<table") == 1 and 'src="https://cdn' not in page
     assert main(["report", str(tmp_path / "nothing")]) == 2

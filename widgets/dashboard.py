@@ -258,6 +258,9 @@ class Dashboard:
             self.curves_fig.data[0].x, self.curves_fig.data[0].y = list(c["step"]), list(c["train"])
             self.curves_fig.data[1].x, self.curves_fig.data[1].y = list(c["step"]), list(c["val"])
             self.memory_fig.data[0].y = [memory[p] / MiB for p in MEMORY_PARTS]
+            predicted = record.get("memory_predicted")
+            if predicted:
+                self.memory_fig.data[2].y = [predicted[p] / MiB for p in MEMORY_PARTS]
             self.memory_fig.data[1].x, self.memory_fig.data[1].y = list(c["step"]), list(c["params"])
             self.curves_fig.layout.title.text = f"Loss (val ppl {record['val_ppl']:.2f} at step {record['step']})"
 
@@ -312,9 +315,11 @@ class Dashboard:
         if c["step"]:
             display(Image(data=curves_png(c["step"], c["train"], c["val"])))
         if self.trainer.state.last_eval is not None:
-            memory = self.trainer.state.last_eval["memory"]
-            display(Markdown("| model state | " + " | ".join(MEMORY_PARTS) + " |\n|" + " --- |" * 4 + "\n| measured | "
-                             + " | ".join(format_bytes(memory[p]) for p in MEMORY_PARTS) + " |"))
+            record = self.trainer.state.last_eval
+            rows = [("measured", record["memory"]), ("predicted", record.get("memory_predicted"))]
+            display(Markdown("| model state | " + " | ".join(MEMORY_PARTS) + " |\n|" + " --- |" * 4 + "".join(
+                f"\n| {name} | " + " | ".join(format_bytes(m[p]) for p in MEMORY_PARTS) + " |"
+                for name, m in rows if m)))
 
     def _ipython_display_(self) -> None:
         self.show()
