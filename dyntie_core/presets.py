@@ -14,16 +14,17 @@ from typing import Any
 from .config import ConfigError, RunConfig, merge_config_dicts, resolve_layers
 
 # The paper's recipe (METHOD.md section 6): AdamW lr 1e-4 constant, weight decay 0.01, clip 1.0,
-# batch 16 x 256 tokens, dropout 0.2, GPT-2's BPE, the DLT agent with K = 4 for 300 episodes, on CUDA.
+# batch 16 x 256 tokens, dropout 0.2, GPT-2's BPE, the DLT agent with K = 4 for 300 episodes, on CUDA in bf16
+# (the paper kept bf16 weights; we autocast with fp32 master state: docs/SCALING.md).
 _PAPER_TRAIN = {"lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0, "weight_decay": 0.01, "grad_clip": 1.0,
-                "batch_size": 16, "episodes": 300, "device": "cuda"}
+                "batch_size": 16, "episodes": 300, "device": "cuda", "dtype": "bfloat16"}
 _PAPER_DATA = {"dataset": "wikitext-2", "tokenizer": "gpt2"}
 _PAPER_METHOD = {"name": "dlt", "agent": {"k_steps": 4}}
 # A CPU twin keeps the recipe but the size: 12 blocks of width 128, context 64, a BPE of 4,096 tokens trained on
 # the corpus (GPT-2's 50,257-token head alone would dominate a CPU step), on the CPU, 10 episodes (440 steps,
 # about a minute); pass --episodes 300 for the paper's horizon (13,200 steps).
 _TWIN = {"model": {"n_layer": 12, "n_head": 4, "n_embd": 128, "block_size": 64},
-         "train": {"device": "cpu", "episodes": 10, "eval_interval": 110, "eval_tokens": 32768},
+         "train": {"device": "cpu", "dtype": "float32", "episodes": 10, "eval_interval": 110, "eval_tokens": 32768},
          "data": {"dataset": "pydoc", "tokenizer": "bpe", "bpe_vocab_size": 4096}}
 
 
