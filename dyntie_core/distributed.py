@@ -169,7 +169,8 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
         return model
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)  # the model has no buffers to sync
+    # gradients live in the all-reduce buckets (no second copy); the model has no buffers to sync
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 
 def state_digest(model: nn.Module, optimizer: torch.optim.Optimizer, tie_map: Sequence[int]) -> str:

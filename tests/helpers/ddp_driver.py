@@ -73,7 +73,8 @@ def main() -> None:
     args.record.mkdir(parents=True, exist_ok=True)
     out = {"losses": losses, "maps": maps, "digest": state_digest(trainer.model, trainer.optimizer, trainer.tie_map),
            "tie_map": list(trainer.tie_map), "test_ppl": summary["test_ppl"], "steps": summary["steps"],
-           "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+           "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+           "model_state": summary["memory"]["model_state"], "predicted": summary["memory_predicted"]["model_state"]}
     (args.record / f"rank{rank}.json").write_text(json.dumps(out))
     shutdown()
 
