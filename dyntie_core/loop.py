@@ -45,6 +45,22 @@ def lr_at(step: int, cfg: Any) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
+def rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global random states a resumed run restores: the CPU generator, and on CUDA the device's (dropout
+    there draws from it)."""
+    out = {"rng/torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["rng/cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Inverse of ``rng_tensors`` (a CUDA state saved on a GPU is ignored when resuming on the CPU)."""
+    torch.set_rng_state(tensors["rng/torch"])
+    if device.type == "cuda" and "rng/cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+
+
 def _comparable(config: RunConfig) -> dict[str, Any]:
     """A config as resume compares it: the step budget may be extended, everything else must match."""
     d = config.to_dict()
@@ -335,9 +351,7 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         optim = optimizer_state_tensors(self.optimizer, self.model.named_parameters())
         tensors.update({f"optim/{k}": v for k, v in optim.items()})
-        tensors["rng/torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":  # dropout on CUDA draws from the device's generator
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update(rng_tensors(self.device))
         tensors["rng/sampler"] = self.sampler.state()
         policy_state, policy_tensors = self.policy.state_dict()
         tensors.update({f"policy/{k}": v for k, v in policy_tensors.items()})
@@ -369,9 +383,7 @@ class Trainer:
         self.model = model_from_checkpoint(ckpt, self.config, str(self.device))
         self.optimizer = configure_optimizer(self.model, self.config.train)
         load_optimizer_state(self.optimizer, self.model.named_parameters(), ckpt.group("optim"))
-        torch.set_rng_state(ckpt.tensors["rng/torch"])
-        if self.device.type == "cuda" and "rng/cuda" in ckpt.tensors:
-            torch.cuda.set_rng_state(ckpt.tensors["rng/cuda"], self.device)
+        restore_rng(ckpt.tensors, self.device)
         self.sampler.set_state(ckpt.tensors["rng/sampler"])
         self.policy.load_state_dict(ckpt.state["policy"], ckpt.group("policy"))
         self.state = TrainState.from_dict(ckpt.state["train_state"])

@@ -78,3 +78,27 @@ def test_bf16_activation_prediction_halves_float32():
 def test_bad_precision_and_timeout_settings_are_refused(field, value, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_cuda_rng_state_is_saved_and_restored_on_cuda_only(monkeypatch):
+    from dyntie_core.loop import restore_rng, rng_tensors
+
+    state = torch.arange(16, dtype=torch.uint8)
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=None: state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda t, device=None: restored.update(t=t, device=device))
+    cuda = torch.device("cuda", 0)
+    saved = rng_tensors(cuda)
+    assert torch.equal(saved["rng/cuda"], state) and torch.equal(saved["rng/torch"], torch.get_rng_state())
+    restore_rng(saved, cuda)
+    assert torch.equal(restored["t"], state) and restored["device"] == cuda
+    restored.clear()
+    restore_rng(saved, torch.device("cpu"))  # a GPU checkpoint resumed on the CPU: the CUDA state is not used
+    assert "rng/cuda" not in rng_tensors(torch.device("cpu")) and not restored
+
+
+def test_global_batch_must_divide_across_processes():
+    from dyntie_core.distributed import DistContext
+
+    with pytest.raises(ConfigError, match="must be divisible by the 3 processes"):
+        Trainer(small_run_config(steps=2), dist=DistContext(rank=0, world_size=3))
