@@ -22,8 +22,10 @@ SCHEMES = {
     "cycle": "layer i runs block i mod n_unique (ABCABC)",
     "cycle-rev": "cycle, with the last round in reverse order (ABCCBA)",
     "mirror": "first half independent, second half mirrors it",
+    "sandwich": "first and last block independent, the middle cycles over n_unique - 2 blocks (Subformer, "
+                "Mixture-of-Recursions)",
 }
-NEEDS_N_UNIQUE = ("sequence", "cycle", "cycle-rev")
+NEEDS_N_UNIQUE = ("sequence", "cycle", "cycle-rev", "sandwich")
 
 
 def _sequence(n_layer: int, m: int) -> list[int]:
@@ -40,6 +42,16 @@ def _cycle(n_layer: int, m: int) -> list[int]:
 def _cycle_rev(n_layer: int, m: int) -> list[int]:
     head = m * (math.ceil(n_layer / m) - 1)
     return [i % m if i < head else m - 1 - ((i - head) % m) for i in range(n_layer)]
+
+
+def _sandwich(n_layer: int, m: int) -> list[int]:
+    if n_layer <= 2:
+        if m != n_layer:
+            raise ValueError(f"sandwich with n_layer={n_layer} has {n_layer} unique blocks, not n_unique={m}")
+        return list(range(n_layer))
+    if m < 3:
+        raise ValueError(f"sandwich needs n_unique >= 3 (first, last, and at least one middle block), got {m}")
+    return [0, *(1 + (i % (m - 2)) for i in range(n_layer - 2)), n_layer - 1]
 
 
 def _mirror(n_layer: int) -> list[int]:
@@ -72,6 +84,7 @@ def make_tie_map(name: str, n_layer: int, n_unique: int | None = None) -> TieMap
         "cycle": lambda: _cycle(n_layer, n_unique),
         "cycle-rev": lambda: _cycle_rev(n_layer, n_unique),
         "mirror": lambda: _mirror(n_layer),
+        "sandwich": lambda: _sandwich(n_layer, n_unique),
     }
     return validate_tie_map(builders[name](), n_layer)
 
