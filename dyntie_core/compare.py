@@ -51,7 +51,9 @@ def parse_methods(spec: str, default_n_unique: int | None = None,
 def run_label(method: MethodConfig) -> str:
     """``cycle-3``, ``dlt``, ``dlt[reward=loss-improvement]``: runs that differ get different labels."""
     label = method.name + (f"-{method.n_unique}" if method.n_unique is not None else "")
-    changed = method.agent.changed() if method_spec(method.name).agent else {}
+    spec = method_spec(method.name)
+    changed = {**(method.agent.changed() if spec.agent else {}),
+               **(method.progressive.changed() if spec.progressive else {})}
     if changed:
         label += "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
     return label

@@ -27,6 +27,7 @@ TOKENIZERS = ("char", "bpe", "gpt2")
 REWARDS = ("clipped-ppl", "loss-improvement")
 REWARD_SPLITS = ("train", "valid")
 DTYPES = ("float32", "bfloat16")
+PROGRESSIVE_CRITERIA = ("cosine",)
 
 
 class ConfigError(ValueError):
@@ -249,17 +250,44 @@ class AgentConfig(Serializable):
 
 
 @dataclass
+class ProgressiveConfig(Serializable):
+    """When a progressive method (``shrink``) changes the map, as fractions of the step budget.
+
+    ``shrink`` starts with every block independent and ties one pair at a time, evenly spaced
+    from ``start`` to ``end`` of the run, until ``n_unique`` blocks remain; the rest of the run
+    trains the final map.
+    """
+
+    start: float = option(0.25, "fraction of the steps before the first tie")
+    end: float = option(0.75, "fraction of the steps by which the target unique-block count is reached")
+    criterion: str = option("cosine", "which pair of roots to tie: cosine (the most similar weights)")
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.start <= self.end <= 1.0,
+               f"ProgressiveConfig needs 0 <= start <= end <= 1, got start={self.start}, end={self.end}")
+        _check(self.criterion in PROGRESSIVE_CRITERIA,
+               f"ProgressiveConfig.criterion must be one of {PROGRESSIVE_CRITERIA}, got {self.criterion!r}")
+
+    def changed(self) -> dict[str, Any]:
+        default = ProgressiveConfig()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
+@dataclass
 class MethodConfig(Serializable):
     """Which tie policy drives the run (see ``dyntie_core.policies`` for the names).
 
     ``n_unique``: unique blocks, for the schemes that take it. ``schedule``: for "manual",
     a list of [step, tie_map] pairs. ``agent``: the DLT agent's settings (dlt and random).
+    ``progressive``: when ``shrink`` ties blocks.
     """
 
     name: str = "vanilla"
     n_unique: int | None = None
     schedule: list[list[Any]] | None = None
     agent: AgentConfig = field(default_factory=AgentConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -175,6 +175,15 @@ class Trainer:
     def emit(self, event: Event) -> None:
         self.bus.emit(event)
 
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.steps
+
+    def root_weights(self) -> dict[int, torch.Tensor]:
+        """Each root block's parameters flattened into one detached vector, keyed by the root's position."""
+        return {int(key): torch.cat([p.detach().reshape(-1) for p in block.parameters()])
+                for key, block in self.model.blocks.items()}
+
     def batch_loss(self, split: str, generator: torch.Generator) -> float:
         """Cross-entropy of the model (eval mode) on one random batch of ``split`` drawn with ``generator``."""
         with self.autocast():

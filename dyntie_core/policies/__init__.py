@@ -1,20 +1,21 @@
 """Tie policies: who decides the tie map, and when.
 
 One registry maps method names to builders: the fixed schemes, ``random-fixed`` and
-``manual`` (``fixed.py``), and the DLT agent ``dlt`` with its control ``random``
-(``dlt.py``). To add a policy: write a class with the ``TiePolicy`` methods and add a
+``manual`` (``fixed.py``), the DLT agent ``dlt`` with its control ``random``
+(``dlt.py``), and ``shrink``, progressive tying without RL (``progressive.py``). To add
+a policy: write a class with the ``TiePolicy`` methods and add a
 ``MethodSpec`` for it to a ``SPECS`` tuple listed below.
 """
 
 from __future__ import annotations
 
 from ..config import MethodConfig
-from . import dlt, fixed
+from . import dlt, fixed, progressive
 from .base import MethodSpec, PolicyHost, TiePolicy
 from .dlt import DLTAgent, QNetwork, slice_start
 from .fixed import FixedPolicy, ManualPolicy
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (*fixed.SPECS, *dlt.SPECS)}
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (*fixed.SPECS, *dlt.SPECS, *progressive.SPECS)}
 
 
 def available_methods() -> list[str]:

@@ -33,6 +33,15 @@ class PolicyHost(Protocol):
 
     def emit(self, event: Event) -> None: ...
 
+    @property
+    def total_steps(self) -> int:
+        """The run's step budget (progressive policies schedule against it)."""
+        ...
+
+    def root_weights(self) -> dict[int, torch.Tensor]:
+        """Each root block's parameters flattened into one detached vector, keyed by the root's position."""
+        ...
+
 
 class TiePolicy(Protocol):
     name: str
@@ -57,7 +66,8 @@ class MethodSpec:
     ``n_unique``: "required" (the method needs a unique-block count; a comparison's default
     ``--n-unique`` applies), "checked" (the method fixes its own count; a given one must
     agree) or "none" (giving one is an error: it would have no effect).
-    ``agent``: whether ``MethodConfig.agent`` configures it (and so belongs in its run label).
+    ``agent``: whether ``MethodConfig.agent`` configures it (and so belongs in its run label);
+    ``progressive``: the same for ``MethodConfig.progressive``.
     """
 
     name: str
@@ -65,3 +75,4 @@ class MethodSpec:
     help: str
     n_unique: Literal["required", "checked", "none"] = "none"
     agent: bool = False
+    progressive: bool = False

@@ -1,0 +1,88 @@
+"""Progressive tying without RL: ``shrink`` starts as vanilla and ties the most similar blocks over time.
+
+A baseline the paper lacks (issue 9, hypothesis 6): every block trains independently for the first part of
+the run, then one pair of roots at a time is tied, the later block to the earlier, choosing the pair whose
+weights are most alike (cosine similarity of all the block's parameters), until ``n_unique`` roots remain.
+The tie steps are evenly spaced between ``ProgressiveConfig.start`` and ``end`` (fractions of the budget).
+The policy keeps no state: the ties due by a step are read off the current map, so resuming is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..config import MethodConfig, ProgressiveConfig
+from ..tying import TieMap, identity_map, resolve_roots, unique_blocks
+from .base import MethodSpec, PolicyHost
+
+
+def tie_steps(n_ties: int, total_steps: int, cfg: ProgressiveConfig) -> list[int]:
+    """The steps before which the 1st, 2nd, ... tie happens: evenly spaced over [start, end] of the budget."""
+    if n_ties <= 0:
+        return []
+    first, last = cfg.start * total_steps, cfg.end * total_steps
+    if n_ties == 1:
+        return [round(first)]
+    return [round(first + (last - first) * k / (n_ties - 1)) for k in range(n_ties)]
+
+
+def most_similar_pair(weights: dict[int, torch.Tensor]) -> tuple[int, int]:
+    """The roots ``(i, j)``, ``i < j``, whose flattened weights have the largest cosine similarity."""
+    roots = sorted(weights)
+    if len(roots) < 2:
+        raise ValueError("need at least two roots to tie a pair")
+    stacked = torch.stack([weights[r].float() for r in roots])
+    unit = stacked / stacked.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-float("inf"))
+    flat = int(torch.argmax(sim))
+    a, b = divmod(flat, len(roots))
+    return roots[min(a, b)], roots[max(a, b)]
+
+
+class ShrinkPolicy:
+    """Vanilla first; then tie the most similar pair of roots at each scheduled step until ``n_unique`` remain."""
+
+    name = "shrink"
+
+    def __init__(self, n_layer: int, n_unique: int, config: ProgressiveConfig) -> None:
+        if not isinstance(n_unique, int) or not 1 <= n_unique <= n_layer:
+            raise ValueError(f"shrink needs n_unique in [1, {n_layer}], got {n_unique!r}")
+        self.n_layer, self.n_unique, self.config = n_layer, n_unique, config
+
+    def initial_tie_map(self, n_layer: int) -> TieMap:
+        return identity_map(n_layer)
+
+    def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
+        done = self.n_layer - unique_blocks(host.tie_map)
+        due = sum(1 for s in tie_steps(self.n_layer - self.n_unique, host.total_steps, self.config) if s <= step)
+        if done >= due:
+            return None
+        roots = list(resolve_roots(host.tie_map))
+        weights = host.root_weights()
+        for _ in range(due - done):
+            keep, drop = most_similar_pair(weights)
+            roots = [keep if r == drop else r for r in roots]
+            del weights[drop]
+        return roots
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        return {}, {}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+def _shrink(method: MethodConfig, n_layer: int, seed: int) -> ShrinkPolicy:
+    if method.n_unique is None:
+        raise ValueError("method 'shrink' needs n_unique (the number of unique blocks it ends with)")
+    return ShrinkPolicy(n_layer, method.n_unique, method.progressive)
+
+
+SPECS = (
+    MethodSpec("shrink", _shrink, "start independent, tie the most similar pair of blocks at evenly spaced steps "
+               "until n_unique remain (settings: MethodConfig.progressive)", n_unique="required", progressive=True),
+)

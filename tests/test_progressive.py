@@ -1,0 +1,75 @@
+"""``shrink``: vanilla first, then the most similar pair of roots tied at evenly spaced steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dyntie_core.config import ConfigError, MethodConfig, ProgressiveConfig
+from dyntie_core.loop import Trainer
+from dyntie_core.policies import make_policy
+from dyntie_core.policies.progressive import most_similar_pair, tie_steps
+from dyntie_core.rundir import RunDir
+
+from .conftest import small_run_config
+
+
+class FakeHost:
+    """Four blocks: 0 and 1 alike, 2 and 3 nearly identical (a scaled copy), all else far apart."""
+
+    def __init__(self, total_steps: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        a, w = torch.randn(50, generator=g), torch.randn(50, generator=g)
+        self.weights = {0: a, 1: a + 0.1 * torch.randn(50, generator=g), 2: w, 3: 1.5 * w}
+        self.total_steps = total_steps
+        self.tie_map = (0, 1, 2, 3)
+
+    def root_weights(self) -> dict[int, torch.Tensor]:
+        roots = set(self.tie_map)
+        return {k: v for k, v in self.weights.items() if k in roots}
+
+
+def test_tie_steps_are_evenly_spaced_over_the_window():
+    cfg = ProgressiveConfig(start=0.25, end=0.75)
+    assert tie_steps(8, 13200, cfg) == [3300, 4243, 5186, 6129, 7071, 8014, 8957, 9900]
+    assert tie_steps(1, 100, cfg) == [25] and tie_steps(0, 100, cfg) == []
+
+
+def test_most_similar_pair_ties_the_later_block_to_the_earlier():
+    host = FakeHost(100)
+    assert most_similar_pair(host.root_weights()) == (2, 3)  # cosine ignores scale
+    with pytest.raises(ValueError, match="two roots"):
+        most_similar_pair({0: torch.ones(3)})
+
+
+def test_shrink_ties_the_expected_pairs_at_the_scheduled_steps():
+    policy = make_policy(MethodConfig(name="shrink", n_unique=2), n_layer=4)
+    host = FakeHost(100)
+    assert policy.initial_tie_map(4) == (0, 1, 2, 3)
+    maps = {}
+    for step in range(100):
+        new = policy.on_step(step, host)
+        if new is not None:
+            host.tie_map = tuple(new)
+            maps[step] = host.tie_map
+    assert maps == {25: (0, 1, 2, 2), 75: (0, 0, 2, 2)}
+
+
+def test_shrink_in_training_reaches_its_target_and_resumes_exactly(tmp_path):
+    config = small_run_config(steps=40, method="shrink", n_unique=2,
+                              progressive=ProgressiveConfig(start=0.25, end=0.5), train={"checkpoint_interval": 15})
+    summary = Trainer(config, run_dir=tmp_path / "a").run()
+    assert summary["unique_blocks"] == 2
+    log = RunDir(tmp_path / "a").read_jsonl(RunDir.TIE_MAPS)
+    assert [row["step"] for row in log] == [0, 10, 20]  # changes logged at steps 10 and 20 (before steps 11, 21)
+    assert [row["unique_blocks"] for row in log[1:]] == [3, 2]
+    Trainer(config, run_dir=tmp_path / "b").train(max_steps=15)  # killed after the checkpoint at step 15
+    resumed = Trainer.resume(tmp_path / "b").run()
+    assert resumed["tie_map"] == summary["tie_map"] and resumed["test_ppl"] == summary["test_ppl"]
+
+
+def test_shrink_needs_a_target_and_a_sane_window():
+    with pytest.raises(ValueError, match="needs n_unique"):
+        make_policy(MethodConfig(name="shrink"), n_layer=4)
+    with pytest.raises(ConfigError, match="start <= end"):
+        ProgressiveConfig(start=0.8, end=0.2)
