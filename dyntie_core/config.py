@@ -211,6 +211,7 @@ class AgentConfig(Serializable):
     - ``param_penalty=lambda``: subtract ``lambda * unique_blocks / L`` from the reward (rewards tying).
     - ``replay_size>0``: a replay buffer (``replay_batch`` samples per update) with a target network
       synced every ``target_sync`` updates.
+    - ``commit_after=N``: after N full sweeps the map is frozen (no more decisions) for the rest of the run.
     """
 
     k_steps: int = option(4, "training steps between two decisions (K)")
@@ -229,6 +230,8 @@ class AgentConfig(Serializable):
     replay_batch: int = option(32, "transitions per update when replaying")
     target_sync: int = option(50, "updates between target-network syncs when replaying")
     learn: bool = option(True, "update the Q network (False for the random control)")
+    commit_after: int = option(0, "episodes after which the map is frozen for the rest of the run (0: never; "
+                               "a commit phase against churn)")
 
     def __post_init__(self) -> None:
         _check(_is_int(self.k_steps) and self.k_steps >= 1, f"AgentConfig.k_steps must be >= 1, got {self.k_steps}")
@@ -239,6 +242,8 @@ class AgentConfig(Serializable):
         _check(self.reward in REWARDS, f"AgentConfig.reward must be one of {REWARDS}, got {self.reward!r}")
         _check(self.reward_split in REWARD_SPLITS,
                f"AgentConfig.reward_split must be 'train' or 'valid', got {self.reward_split!r}")
+        _check(_is_int(self.commit_after) and self.commit_after >= 0,
+               f"AgentConfig.commit_after must be an int >= 0, got {self.commit_after!r}")
         _check(self.replay_size >= 0 and self.replay_batch >= 1 and self.target_sync >= 1,
                "AgentConfig.replay_size must be >= 0, replay_batch and target_sync >= 1")
 

@@ -245,3 +245,21 @@ def test_replay_target_uses_the_target_network_not_the_online_one():
     assert online != pytest.approx(offline, abs=1e-3)
     _, target = agent.learn([0.0, 0.0, 0.0], 2, 0, -1.0, nxt)
     assert target == pytest.approx(offline)
+
+
+def test_commit_phase_never_changes_the_map_after_its_episodes():
+    from dyntie_core.config import AgentConfig
+    from dyntie_core.events import DecisionEvent, TieChangeEvent
+    from dyntie_core.loop import Trainer
+
+    from .conftest import small_run_config
+
+    trainer = Trainer(small_run_config(steps=40, method="dlt", agent=AgentConfig(k_steps=2, commit_after=2)))
+    decisions, changes = [], []
+    trainer.subscribe(lambda e: decisions.append(e) if isinstance(e, DecisionEvent) else None)
+    trainer.subscribe(lambda e: changes.append(e) if isinstance(e, TieChangeEvent) else None)
+    trainer.run()
+    # 2 sweeps of 3 decisions (4 blocks), K = 2: decisions before steps 0, 2, ..., 10; the last reward at step 12
+    assert [d.step for d in decisions] == [0, 2, 4, 6, 8, 10]
+    assert changes and all(c.step <= 10 for c in changes)
+    assert trainer.policy.committed and trainer.policy.episode == 1

@@ -81,7 +81,15 @@ class DLTAgent:
             return None
         if self.pending is not None:
             self._finish_transition(host)
+        if self.committed:
+            return None
         return self._decide(host)
+
+    @property
+    def committed(self) -> bool:
+        """True once ``commit_after`` sweeps are complete: the map is then held for the rest of the run."""
+        done = self.episode + (1 if self.block >= self.n_layer - 1 else 0)
+        return bool(self.config.commit_after) and done >= self.config.commit_after
 
     def configure(self, k_steps: int | None = None, epsilon: float | None = None) -> None:
         """Change K or the current epsilon mid-run (the dashboard's controls); validated like the config."""
