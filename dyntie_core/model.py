@@ -69,6 +69,24 @@ class Block(nn.Module):
         return self.ln_2(x + self.mlp(x))
 
 
+class NormRelaxation(nn.Module):
+    """A relaxed tie: a tied position's own LayerNorms. The position runs its root's attention and MLP with
+    these norm gains and biases (names match ``Block``'s, so they replace the root's in a functional call)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+    def copy_norms_from(self, source: nn.Module) -> NormRelaxation:
+        """Take ``source``'s norms (a ``Block`` or another relaxation); returns self."""
+        with torch.no_grad():
+            for name in ("ln_1", "ln_2"):
+                for p, q in zip(getattr(self, name).parameters(), getattr(source, name).parameters(), strict=True):
+                    p.copy_(q)
+        return self
+
+
 class TiedGPT(nn.Module):
     """GPT-2 (learned positions, pre-LN, GELU MLP, LM head tied to the token embedding) with a tie map."""
 
@@ -83,6 +101,11 @@ class TiedGPT(nn.Module):
             nn.init.normal_(emb.weight, mean=0.0, std=0.02)
         self.blocks = TiedStack(config.n_layer, self._new_block,
                                 identity_map(config.n_layer) if tie_map is None else tie_map, config.tie_mode)
+        self.relax = nn.ModuleDict()  # relaxed ties: tied positions' own parameters, keyed by position
+        if config.relax == "norms":
+            for i, r in enumerate(self.blocks.roots):
+                if r != i:
+                    self.relax[str(i)] = NormRelaxation(config).copy_norms_from(self.blocks[str(r)])
 
     def _new_block(self) -> Block:
         """A block with GPT-2's init: N(0, 0.02), output projections scaled by 1/sqrt(2L)."""
@@ -106,8 +129,33 @@ class TiedGPT(nn.Module):
         return self.blocks.roots
 
     def set_tie_map(self, tie_map: Iterable[int]) -> TieChange:
-        """Switch to a new tie map; see ``TiedStack.set_tie_map``."""
-        return self.blocks.set_tie_map(tie_map)
+        """Switch to a new tie map; see ``TiedStack.set_tie_map``.
+
+        With ``relax="norms"`` the change keeps what it can of each position's function: a position that
+        becomes tied keeps the norms it was running (as its relaxation); one that becomes independent starts
+        from its root's weights with its relaxation's norms; a position tied before and after keeps its own."""
+        if self.config.relax == "none":
+            return self.blocks.set_tie_map(tie_map)
+        old_roots = self.blocks.roots
+        running = {i: NormRelaxation(self.config).copy_norms_from(self.relax[str(i)] if str(i) in self.relax
+                                                                  else self.blocks[str(old_roots[i])])
+                   for i in range(self.config.n_layer)}
+        change = self.blocks.set_tie_map(tie_map)
+        relax = {}
+        for i, r in enumerate(self.blocks.roots):
+            if r != i:
+                relax[str(i)] = self.relax[str(i)] if str(i) in self.relax else running[i].to(self.wte.weight.device)
+            elif old_roots[i] != i:
+                self.blocks[str(i)].load_state_dict(running[i].state_dict(), strict=False)
+        released = tuple(p for k, m in self.relax.items() if k not in relax for p in m.parameters())
+        created = tuple(p for k, m in relax.items() if k not in self.relax for p in m.parameters())
+        self.relax = nn.ModuleDict(relax)
+        return TieChange(change.old, change.new, change.created + created, change.released + released)
+
+    @property
+    def relaxation_numel(self) -> int:
+        """Parameters of relaxed ties (counted as trainable; not part of any block)."""
+        return sum(p.numel() for p in self.relax.parameters())
 
     def block_at(self, position: int) -> nn.Module:
         return self.blocks.block_at(position)
@@ -129,7 +177,7 @@ class TiedGPT(nn.Module):
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        x = self.blocks(x)
+        x = self.blocks(x, self.relax if len(self.relax) else None)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)
         loss = None

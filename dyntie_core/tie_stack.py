@@ -68,13 +68,18 @@ class TiedStack(nn.ModuleDict):
         """The block whose weights run at ``position``."""
         return self[str(self.roots[position])]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relax: nn.ModuleDict | None = None) -> torch.Tensor:
+        """Run every position. ``relax``: tied positions' own parameters (keyed by position), which replace
+        the root's tensors of the same names there (relaxed ties, e.g. a position's own LayerNorms)."""
         follow = self.tie_mode == "follow"
         for i, r in enumerate(self.roots):
             block = self[str(r)]
-            if follow and r != i:
-                constants = {name: p.detach() for name, p in block.named_parameters()}
-                x = functional_call(block, constants, (x,))
+            own = relax[str(i)] if r != i and relax is not None and str(i) in relax else None
+            if r != i and (follow or own is not None):
+                params = {name: p.detach() if follow else p for name, p in block.named_parameters()}
+                if own is not None:
+                    params.update(own.named_parameters())
+                x = functional_call(block, params, (x,))
             else:
                 x = block(x)
         return x

@@ -91,7 +91,8 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
 
     Keys: ``total`` (unique parameter elements held), ``trainable`` (those that receive
     optimizer updates), ``unique_blocks``, ``per_block``, ``embedding`` (token + position),
-    ``vanilla_equivalent`` (what the same shape holds with no tying).
+    ``vanilla_equivalent`` (what the same shape holds with no tying), ``relaxation`` (relaxed ties' own
+    parameters, included in ``total`` and ``trainable``).
     """
     params = _unique_tensors(model.parameters())
     total = sum(p.numel() for p in params)
@@ -101,10 +102,12 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     tie_map = getattr(model, "tie_map", None)
     if per_block is not None and tie_map is not None:
         n_unique = unique_blocks(tie_map)
+        relaxation = int(getattr(model, "relaxation_numel", 0))
         counts.update(
             unique_blocks=n_unique,
             per_block=int(per_block),
             embedding=int(model.embedding_numel),  # type: ignore[attr-defined]
-            vanilla_equivalent=total + (len(tie_map) - n_unique) * int(per_block),
+            vanilla_equivalent=total - relaxation + (len(tie_map) - n_unique) * int(per_block),
+            relaxation=relaxation,
         )
     return counts

@@ -1,0 +1,92 @@
+"""Relaxed ties (``GPTConfig.relax="norms"``): a tied position keeps its own LayerNorms, counted as trainable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dyntie_core import GPTConfig, TiedGPT, TrainConfig, configure_optimizer, count_parameters, sync_optimizer
+from dyntie_core.config import ConfigError
+from dyntie_core.loop import Trainer
+from dyntie_core.memory import measure_memory, predict_memory
+from dyntie_core.rundir import RunDir
+
+from .conftest import small_run_config
+
+CFG = dict(n_layer=4, n_head=2, n_embd=32, block_size=16, vocab_size=64)
+
+
+def _scramble_norms(model: TiedGPT, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name:
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=g))
+
+
+def _logits(model: TiedGPT) -> torch.Tensor:
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        return model(idx)[0]
+
+
+@pytest.mark.parametrize("tie_map", [(0, 0, 2, 2), (0, 0, 0, 0), (0, 1, 2, 3)])
+def test_a_relaxed_tie_adds_exactly_two_norms_per_tied_position(tie_map):
+    plain, relaxed = TiedGPT(GPTConfig(**CFG), tie_map), TiedGPT(GPTConfig(**CFG, relax="norms"), tie_map)
+    tied = sum(1 for i, r in enumerate(relaxed.roots) if r != i)
+    a, b = count_parameters(plain), count_parameters(relaxed)
+    assert b["trainable"] - a["trainable"] == b["relaxation"] == tied * 4 * 32  # 2 norms x (gain + bias) x width
+    assert b["vanilla_equivalent"] == a["vanilla_equivalent"] and b["unique_blocks"] == a["unique_blocks"]
+
+
+@pytest.mark.parametrize("mode", ["follow", "share"])
+def test_memory_floor_holds_with_relaxed_ties_across_changes(mode):
+    cfg = GPTConfig(**CFG, relax="norms", tie_mode=mode)
+    model = TiedGPT(cfg)
+    opt = configure_optimizer(model, TrainConfig())
+    for tie_map in [(0, 0, 0, 0), (0, 1, 0, 1), (0, 1, 2, 3), (0, 0, 2, 0)]:
+        model.set_tie_map(tie_map)
+        sync_optimizer(opt, model)
+        idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+        opt.zero_grad(set_to_none=True)
+        model(idx, idx)[1].backward()
+        opt.step()
+        measured, predicted = measure_memory(model, opt), predict_memory(cfg, tie_map)
+        assert measured.model_state == pytest.approx(predicted.model_state, rel=0.02), tie_map
+        assert {int(k) for k in model.relax} == {i for i, r in enumerate(model.roots) if r != i}
+
+
+def test_untie_preserves_the_function_and_tie_keeps_the_norms():
+    model = TiedGPT(GPTConfig(**CFG, relax="norms"), (0, 0, 0, 0))
+    _scramble_norms(model)  # tied positions now differ from their root through their own norms
+    before = _logits(model)
+    model.set_tie_map((0, 1, 0, 3))  # untie 1 and 3: root's weights + their own norms = the same function
+    assert torch.allclose(_logits(model), before, atol=1e-6)
+    _scramble_norms(model, seed=2)
+    norms_of_1 = {k: v.clone() for k, v in model.blocks["1"].state_dict().items() if k.startswith("ln_")}
+    model.set_tie_map((0, 0, 0, 3))  # tie 1 again: it keeps the norms it was running
+    assert all(torch.equal(model.relax["1"].state_dict()[k], v) for k, v in norms_of_1.items())
+
+
+def test_relaxed_norms_train_while_the_root_stays_constant_at_tied_positions():
+    model = TiedGPT(GPTConfig(**CFG, relax="norms"), (0, 0, 2, 2))
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    model(idx, idx)[1].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.relax.parameters())
+
+
+def test_relaxed_run_checkpoints_and_reloads(tmp_path):
+    config = small_run_config(steps=10, method="cycle", n_unique=2)
+    config = config.replace(model=GPTConfig(**{**config.model.to_dict(), "relax": "norms"}))
+    trainer = Trainer(config, run_dir=tmp_path)
+    summary = trainer.run()
+    assert summary["trainable_params"] == count_parameters(trainer.model)["trainable"]
+    assert summary["memory_predicted"]["model_state"] == pytest.approx(summary["memory"]["model_state"], rel=0.02)
+    reloaded = RunDir(tmp_path).load_model("last")
+    assert torch.equal(_logits(reloaded), _logits(trainer.model))
+
+
+def test_unknown_relaxation_is_refused():
+    with pytest.raises(ConfigError, match="relax must be one of"):
+        GPTConfig(relax="lora")
