@@ -151,6 +151,8 @@ class TrainConfig(Serializable):
                                    "always kept")
     on_divergence: str = option("stop", "a non-finite loss or gradient norm: stop (keep the last good checkpoint "
                                 "and metrics, mark the run diverged) or skip (drop that step's update)")
+    probe_transitions: bool = option(False, "log the loss of a fixed validation batch just before and after every "
+                                     "tie change (what each transition costs; two extra forward passes)")
     seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
     device: str = option("cpu", "torch device, e.g. cpu or cuda (under torchrun, cuda means cuda:LOCAL_RANK)")
     dtype: str = option("float32", "float32, or bfloat16: bf16 autocast for the forward and backward, with fp32 "

@@ -26,12 +26,17 @@ class EvalEvent:
 
 @dataclass(frozen=True)
 class TieChangeEvent:
+    """A tie-map change. ``loss_before``/``loss_after``: the validation probe batch's loss just before and
+    after the switch (``TrainConfig.probe_transitions``), i.e. what the transition itself cost."""
+
     step: int
     old: tuple[int, ...]
     new: tuple[int, ...]
     reason: str
     unique_blocks: int
     trainable_params: int
+    loss_before: float | None = None
+    loss_after: float | None = None
 
 
 @dataclass(frozen=True)

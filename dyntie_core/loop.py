@@ -199,14 +199,20 @@ class Trainer:
     # ---- tie maps --------------------------------------------------------------------
     def apply_tie_map(self, tie_map: Any, reason: str) -> TieChange:
         """Switch the model's tie map and make the optimizer follow; emits a ``TieChangeEvent``."""
+        probe = self.config.train.probe_transitions and tuple(tie_map) != self.model.tie_map
+        before = self._probe_loss() if probe else None
         change = self.model.set_tie_map(tie_map)
         if change.changed:
             sync_optimizer(self.optimizer, self.model)
             self.ddp = wrap_model(self.model, self.dist)  # DDP's hooks belong to the old parameter set
             counts = count_parameters(self.model)
-            self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason,
-                                         counts["unique_blocks"], counts["trainable"]))
+            self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason, counts["unique_blocks"],
+                                         counts["trainable"], before, self._probe_loss() if probe else None))
         return change
+
+    def _probe_loss(self) -> float:
+        """Loss of one fixed validation batch (the same batch at every transition of the run)."""
+        return self.batch_loss("valid", torch.Generator().manual_seed(self.config.train.seed + 2))
 
     def set_step_budget(self, steps: int) -> None:
         """Change the step budget of a running run (never below the steps already done)."""

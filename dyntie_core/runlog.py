@@ -51,7 +51,9 @@ class RunLogger:
         elif isinstance(event, TieChangeEvent):
             self.run.append_jsonl(RunDir.TIE_MAPS, {
                 "step": event.step, "tie_map": list(event.new), "reason": event.reason,
-                "unique_blocks": event.unique_blocks, "trainable_params": event.trainable_params})
+                "unique_blocks": event.unique_blocks, "trainable_params": event.trainable_params,
+                **({"loss_before": event.loss_before, "loss_after": event.loss_after}
+                   if event.loss_before is not None else {})})
         elif isinstance(event, DecisionEvent):
             self.run.append_jsonl(RunDir.DECISIONS, {"step": event.step, **event.record})
         elif isinstance(event, EndEvent):

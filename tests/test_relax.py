@@ -90,3 +90,16 @@ def test_relaxed_run_checkpoints_and_reloads(tmp_path):
 def test_unknown_relaxation_is_refused():
     with pytest.raises(ConfigError, match="relax must be one of"):
         GPTConfig(relax="lora")
+
+
+def test_transition_probe_logs_what_each_tie_change_costs(tmp_path):
+    schedule = [[0, [0, 1, 2, 3]], [10, [0, 0, 2, 2]], [20, [0, 1, 2, 3]]]
+    for relax in ("none", "norms"):
+        config = small_run_config(steps=25, method="manual", schedule=schedule, train={"probe_transitions": True})
+        config = config.replace(model=GPTConfig(**{**config.model.to_dict(), "relax": relax}))
+        Trainer(config, run_dir=tmp_path / relax).run()
+    rows = {relax: RunDir(tmp_path / relax).read_jsonl(RunDir.TIE_MAPS)[1:] for relax in ("none", "norms")}
+    for relax, (tie, untie) in rows.items():
+        assert tie["loss_after"] != tie["loss_before"]  # tying replaces blocks 1 and 3: the function changes
+        # untying starts each block from the weights it was running (plus, relaxed, its own norms): no jump
+        assert untie["loss_after"] == pytest.approx(untie["loss_before"], abs=1e-5), relax
