@@ -218,6 +218,7 @@ class AgentConfig(Serializable):
     - ``replay_size>0``: a replay buffer (``replay_batch`` samples per update) with a target network
       synced every ``target_sync`` updates.
     - ``commit_after=N``: after N full sweeps the map is frozen (no more decisions) for the rest of the run.
+    - ``switch_cost=c``: an action that changes the map is rewarded ``c`` less (a price on churn).
     """
 
     k_steps: int = option(4, "training steps between two decisions (K)")
@@ -232,6 +233,8 @@ class AgentConfig(Serializable):
     reward_clip: float = option(10.0, "clip of the clipped-ppl reward")
     reward_split: str = option("train", "split the reward batch comes from: train (paper) or valid")
     param_penalty: float = option(0.0, "lambda: subtract lambda * unique_blocks / L from the reward")
+    switch_cost: float = option(0.0, "subtract this from the reward of an action that changed the map (against "
+                                "churn)")
     replay_size: int = option(0, "replay buffer size (0: online updates, as the paper)")
     replay_batch: int = option(32, "transitions per update when replaying")
     target_sync: int = option(50, "updates between target-network syncs when replaying")

@@ -105,6 +105,9 @@ def test_reward_is_clipped_minus_perplexity_and_extensions_shape_it():
     assert penalised.reward(1.0, None, (0, 1, 1, 3)) == pytest.approx(-math.e - 2.0 * 3 / 4)
     improving = DLTAgent(4, AgentConfig(reward="loss-improvement"), seed=0)
     assert improving.reward(3.0, 3.5, (0, 0, 0, 0)) == pytest.approx(0.5)
+    costly = DLTAgent(4, AgentConfig(reward="loss-improvement", switch_cost=0.25), seed=0)
+    assert costly.reward(3.0, 3.5, (0, 0, 0, 0), switched=True) == pytest.approx(0.25)
+    assert costly.reward(3.0, 3.5, (0, 0, 0, 0), switched=False) == pytest.approx(0.5)
 
 
 def test_one_q_update_matches_a_hand_computation():

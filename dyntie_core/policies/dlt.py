@@ -135,8 +135,8 @@ class DLTAgent:
                         "step": host.step, "before": before, "tie_map": list(new_map)}
         return new_map
 
-    def reward(self, ce: float, ce_before: float | None, tie_map: Sequence[int]) -> float:
-        """Paper: clip(-exp(CE), -clip, clip). Extensions: loss improvement, parameter penalty."""
+    def reward(self, ce: float, ce_before: float | None, tie_map: Sequence[int], switched: bool = False) -> float:
+        """Paper: clip(-exp(CE), -clip, clip). Extensions: loss improvement, parameter penalty, switch cost."""
         if self.config.reward == "loss-improvement":
             assert ce_before is not None
             r = ce_before - ce
@@ -145,6 +145,8 @@ class DLTAgent:
             r = max(-self.config.reward_clip, min(self.config.reward_clip, r))
         if self.config.param_penalty:
             r -= self.config.param_penalty * unique_blocks(tie_map) / self.n_layer
+        if switched:
+            r -= self.config.switch_cost
         return r
 
     def _finish_transition(self, host: PolicyHost) -> None:
@@ -152,7 +154,7 @@ class DLTAgent:
         assert p is not None
         ce = host.batch_loss(self.config.reward_split, self.generator)
         next_state = list(host.tie_map)
-        r = self.reward(ce, p["before"], next_state)
+        r = self.reward(ce, p["before"], next_state, switched=list(p["tie_map"]) != list(p["state"]))
         loss, target = (math.nan, math.nan)
         if self.config.learn:
             loss, target = self.learn(p["state"], p["block"], p["action"], r, next_state)
