@@ -28,6 +28,7 @@ TOKENIZERS = ("char", "bpe", "gpt2")
 REWARDS = ("clipped-ppl", "loss-improvement")
 REWARD_SPLITS = ("train", "valid")
 DTYPES = ("float32", "bfloat16")
+UNTIE_MOMENTS = ("fresh", "carry")
 PROGRESSIVE_CRITERIA = ("cosine",)
 
 
@@ -151,6 +152,8 @@ class TrainConfig(Serializable):
                                    "always kept")
     on_divergence: str = option("stop", "a non-finite loss or gradient norm: stop (keep the last good checkpoint "
                                 "and metrics, mark the run diverged) or skip (drop that step's update)")
+    untie_moments: str = option("fresh", "AdamW state of a block that becomes independent: fresh (the paper) or "
+                                "carry (a copy of its root's moments, like its weights)")
     probe_transitions: bool = option(False, "log the loss of a fixed validation batch just before and after every "
                                      "tie change (what each transition costs; two extra forward passes)")
     seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
@@ -166,6 +169,8 @@ class TrainConfig(Serializable):
             _check(_is_int(value) and value > 0, f"TrainConfig.{name} must be a positive int, got {value!r}")
         _check(self.episodes is None or (_is_int(self.episodes) and self.episodes > 0),
                f"TrainConfig.episodes must be a positive int or None, got {self.episodes!r}")
+        _check(self.untie_moments in UNTIE_MOMENTS,
+               f"TrainConfig.untie_moments must be one of {UNTIE_MOMENTS}, got {self.untie_moments!r}")
         _check(self.dtype in DTYPES, f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
         _check(_is_int(self.dist_timeout_s) and self.dist_timeout_s > 0,
                f"TrainConfig.dist_timeout_s must be a positive int, got {self.dist_timeout_s!r}")

@@ -26,7 +26,7 @@ from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
 from .metrics import TrainState, build_summary, eval_record, flops_per_token, peak_flops, predicted_memory
 from .model import TiedGPT
-from .optim import configure_optimizer, load_optimizer_state, optimizer_state_tensors, sync_optimizer
+from .optim import carry_state, configure_optimizer, load_optimizer_state, optimizer_state_tensors, sync_optimizer
 from .policies import TiePolicy, make_policy
 from .rundir import RunDir, model_from_checkpoint
 from .runlog import RunLogger
@@ -203,7 +203,10 @@ class Trainer:
         before = self._probe_loss() if probe else None
         change = self.model.set_tie_map(tie_map)
         if change.changed:
+            carry = self.config.train.untie_moments == "carry"
+            moments = [(new, self.optimizer.state.get(src)) for new, src in change.sources] if carry else []
             sync_optimizer(self.optimizer, self.model)
+            carry_state(self.optimizer, moments)
             self.ddp = wrap_model(self.model, self.dist)  # DDP's hooks belong to the old parameter set
             counts = count_parameters(self.model)
             self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason, counts["unique_blocks"],

@@ -150,7 +150,8 @@ class TiedGPT(nn.Module):
         released = tuple(p for k, m in self.relax.items() if k not in relax for p in m.parameters())
         created = tuple(p for k, m in relax.items() if k not in self.relax for p in m.parameters())
         self.relax = nn.ModuleDict(relax)
-        return TieChange(change.old, change.new, change.created + created, change.released + released)
+        return TieChange(change.old, change.new, change.created + created, change.released + released,
+                         change.sources)
 
     @property
     def relaxation_numel(self) -> int:

@@ -61,6 +61,17 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[
     return added, removed
 
 
+def carry_state(optimizer: torch.optim.Optimizer, pairs: Iterable[tuple[torch.Tensor, dict | None]]) -> int:
+    """Give each new parameter a copy of a source's optimizer state (moments and step count), read before
+    ``sync_optimizer`` dropped released sources. Returns how many parameters received state."""
+    carried = 0
+    for new, state in pairs:
+        if state:
+            optimizer.state[new] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+            carried += 1
+    return carried
+
+
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held by optimizer state tensors (Adam moments and step counters)."""
     total = 0

@@ -29,12 +29,14 @@ from .tying import TieMap, resolve_roots, validate_tie_map
 
 @dataclass(frozen=True)
 class TieChange:
-    """What a tie-map change did: the optimizer must forget ``released`` and learn ``created``."""
+    """What a tie-map change did: the optimizer must forget ``released`` and learn ``created``.
+    ``sources``: (created parameter, the parameter it was copied from) pairs, for carrying optimizer state."""
 
     old: TieMap
     new: TieMap
     created: tuple[nn.Parameter, ...]
     released: tuple[nn.Parameter, ...]
+    sources: tuple[tuple[nn.Parameter, nn.Parameter], ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -96,11 +98,14 @@ class TiedStack(nn.ModuleDict):
         new_roots = resolve_roots(new)
         keep = {str(r) for r in set(new_roots)}
         created: dict[str, nn.Module] = {}
+        sources: list[tuple[nn.Parameter, nn.Parameter]] = []
         for key in sorted(keep - set(self.keys()), key=int):
-            block = copy.deepcopy(self[str(self.roots[int(key)])])
+            source = self[str(self.roots[int(key)])]
+            block = copy.deepcopy(source)
             for p in block.parameters():
                 p.grad = None
             created[key] = block
+            sources += zip(block.parameters(), source.parameters(), strict=True)
         released = tuple(p for key, blk in self.items() if key not in keep for p in blk.parameters())
         for p in released:
             p.grad = None
@@ -109,4 +114,4 @@ class TiedStack(nn.ModuleDict):
         self.update({k: survivors[k] for k in sorted(survivors, key=int)})
         self.tie_map, self.roots = new, new_roots
         return TieChange(old=old, new=new, created=tuple(p for b in created.values() for p in b.parameters()),
-                         released=released)
+                         released=released, sources=tuple(sources))

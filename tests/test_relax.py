@@ -103,3 +103,22 @@ def test_transition_probe_logs_what_each_tie_change_costs(tmp_path):
         assert tie["loss_after"] != tie["loss_before"]  # tying replaces blocks 1 and 3: the function changes
         # untying starts each block from the weights it was running (plus, relaxed, its own norms): no jump
         assert untie["loss_after"] == pytest.approx(untie["loss_before"], abs=1e-5), relax
+
+
+@pytest.mark.parametrize("moments", ["fresh", "carry"])
+def test_untied_blocks_start_with_fresh_or_carried_adam_moments(moments):
+    schedule = [[0, [0, 0, 0, 0]], [6, [0, 1, 0, 3]]]
+    trainer = Trainer(small_run_config(steps=6, method="manual", schedule=schedule, train={"untie_moments": moments}))
+    trainer.train()
+    root = dict(trainer.model.blocks["0"].named_parameters())
+    saved = {n: {k: v.clone() for k, v in trainer.optimizer.state[p].items()} for n, p in root.items()}
+    trainer.apply_tie_map((0, 1, 0, 3), reason="test")
+    for key in ("1", "3"):
+        for name, p in trainer.model.blocks[key].named_parameters():
+            state = trainer.optimizer.state.get(p, {})
+            if moments == "fresh":
+                assert not state
+            else:
+                assert torch.equal(state["exp_avg"], saved[name]["exp_avg"])
+                assert state["exp_avg"].data_ptr() != trainer.optimizer.state[root[name]]["exp_avg"].data_ptr()
+                assert float(state["step"]) == float(saved[name]["step"]) == 6
