@@ -9,9 +9,13 @@ A grid file::
       dataset: [../shared/data/wikitext-2/raw]
       method: [vanilla, dlt, "random-fixed:4", "cycle-rev:4"]   # name:n sets n_unique
       seed: [1, 2, 3]
-    cells:                                       # optional per-cell settings
+    cells:                                       # optional per-cell settings, deep-merged in order
       - match: {method: dlt}
         set: {agent: {k_steps: 4}}
+
+An axis named ``variant`` only names cells (its values are labels, not notebook parameters): rules
+matching on it say what each variant sets, e.g. ``{match: {variant: dlt-k16}, set: {method: dlt,
+agent: {k_steps: 16}}}``. That is how a study varies one factor at a time.
 
 Each cell gets ``OUT/<cell>/``: ``cell.ipynb`` (the executed notebook), ``run/`` (its run
 directory), ``params.yaml``, ``papermill.log`` and ``status.json``. A finished cell is
@@ -36,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
+from .config import ConfigError, merge_config_dicts
 from .fileio import write_json, write_text_atomic
 from .rundir import RunDir
 
@@ -115,10 +119,10 @@ def load_grid(path: str | Path) -> Grid:
     cells = []
     for combo in itertools.product(*axes.values()) if axes else [()]:
         point = dict(zip(axes, combo))
-        params = {**base, **point}
+        params = {**base, **{k: v for k, v in point.items() if k != "variant"}}
         for rule in rules:
             if all(point.get(k, base.get(k)) == v for k, v in (rule.get("match") or {}).items()):
-                params.update(rule.get("set") or {})
+                params = merge_config_dicts(params, rule.get("set") or {})
         name = "__".join(_slug(k, v) for k, v in point.items()) or "cell"
         cells.append(Cell(name, _split_method(params)))
     names = [c.name for c in cells]

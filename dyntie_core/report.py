@@ -47,6 +47,15 @@ def family(config: RunConfig) -> str:
     return f"{m.n_layer}x{m.n_embd}" + (" post-LN" if m.norm_position == "post" else "") + f" ctx{m.block_size}"
 
 
+def method_label(config: RunConfig) -> str:
+    """The method's run label plus the tie settings outside ``MethodConfig`` that make it another variant:
+    ``dlt``, ``dlt{relax=norms}``, ``dlt{tie_mode=share,untie_moments=carry}``."""
+    extras = [f"{key}={value}" for key, value, default in (
+        ("tie_mode", config.model.tie_mode, "follow"), ("relax", config.model.relax, "none"),
+        ("untie_moments", config.train.untie_moments, "fresh")) if value != default]
+    return run_label(config.method) + ("{" + ",".join(extras) + "}" if extras else "")
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -57,7 +66,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     for run in find_runs(root):
         config, summary = run.read_config(), run.read_summary()
         assert summary is not None
-        key = (dataset_label(config.data.dataset), family(config), run_label(config.method))
+        key = (dataset_label(config.data.dataset), family(config), method_label(config))
         groups.setdefault(key, []).append((run, summary))
     rows = []
     for (dataset, fam, label), runs in groups.items():

@@ -35,14 +35,20 @@ def test_experiment_parameters_accept_papermill_strings_and_refuse_bad_ones():
 
 def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
-    assert set(grids) == {"cpu-smoke", "cpu-table", "paper-gpt2", "paper-bert"}
+    assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "paper-gpt2", "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
     assert len(grids["cpu-table"].cells) == 2 * 5 * 3
-    for cell in grids["cpu-table"].cells:  # every cell is a valid experiment
-        params = {k: v for k, v in cell.params.items()}
-        experiment_config(**params)
+    for grid in grids.values():  # every cell of every grid is a valid experiment
+        for cell in grid.cells:
+            experiment_config(**cell.params)
+    assert {experiment_config(**c.params).train.steps for c in grids["cpu-horizon"].cells} == {13200}  # 300 ep.
+    screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
+    assert len(screen) == 30 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
+    relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge
+    assert (relaxed.model.relax, relaxed.data.tokenizer, relaxed.method.name) == ("norms", "char", "dlt")
+    assert "variant" not in grids["study-screen"].cells[0].params  # variant names cells, it is no parameter
     for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
                           ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:
         bad = tmp_path / "bad.yaml"
