@@ -270,16 +270,17 @@ class AgentConfig(Serializable):
 
 @dataclass
 class ProgressiveConfig(Serializable):
-    """When a progressive method (``shrink``) changes the map, as fractions of the step budget.
+    """When a progressive method (``shrink``, ``grow``) changes the map, as fractions of the step budget.
 
     ``shrink`` starts with every block independent and ties one pair at a time, evenly spaced
-    from ``start`` to ``end`` of the run, until ``n_unique`` blocks remain; the rest of the run
-    trains the final map.
+    from ``start`` to ``end`` of the run, until ``n_unique`` blocks remain; ``grow`` starts with
+    every block tied to block 0 and unties one at a time until ``n_unique`` exist. The rest of the
+    run trains the final map.
     """
 
     start: float = option(0.25, "fraction of the steps before the first tie")
     end: float = option(0.75, "fraction of the steps by which the target unique-block count is reached")
-    criterion: str = option("cosine", "which pair of roots to tie: cosine (the most similar weights)")
+    criterion: str = option("cosine", "shrink: which pair of roots to tie: cosine (the most similar weights)")
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.start <= self.end <= 1.0,

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
-from .data import BatchSampler, TokenData, load_data
+from .data import BatchSampler, TokenData, load_data, sample_windows
 from .distributed import DistContext, init_from_env, state_digest, wrap_model
 from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
@@ -178,6 +178,34 @@ class Trainer:
     @property
     def total_steps(self) -> int:
         return self.config.train.steps
+
+    def untie_gradient_norms(self) -> dict[int, float]:
+        """For each tied position, the norm of the weight gradient it would receive if it were independent,
+        on one probe batch of training data (eval mode; the training batch stream is not touched)."""
+        tied = [i for i, r in enumerate(self.model.roots) if r != i]
+        if not tied:
+            return {}
+        own = {}
+        for i in tied:  # what position i runs now (its root's tensors, its relaxed norms), as free copies
+            running = dict(self.model.block_at(i).named_parameters())
+            if str(i) in self.model.relax:
+                running.update(self.model.relax[str(i)].named_parameters())
+            own[str(i)] = {n: p.detach().clone().requires_grad_(True) for n, p in running.items()}
+        generator = torch.Generator().manual_seed(self.config.train.seed + 3 + self.step)
+        x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
+        self.model.eval()
+        try:
+            with self.autocast():
+                _, loss = self.model(x.to(self.device), y.to(self.device), overrides=own)
+            tensors = [t for i in tied for t in own[str(i)].values()]
+            grads = iter(torch.autograd.grad(loss, tensors, allow_unused=True))
+        finally:
+            self.model.train()
+        norms = {}
+        for i in tied:
+            squares = [g.float().pow(2).sum() for g in (next(grads) for _ in own[str(i)]) if g is not None]
+            norms[i] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+        return norms
 
     def root_weights(self) -> dict[int, torch.Tensor]:
         """Each root block's parameters flattened into one detached vector, keyed by the root's position."""

@@ -170,15 +170,20 @@ class TiedGPT(nn.Module):
         return self.wte.weight.numel() + self.wpe.weight.numel()
 
     # ---- forward -------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor,
-                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(logits, loss)``; ``loss`` is the mean token cross-entropy when targets are given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                overrides: dict[str, dict[str, torch.Tensor]] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(logits, loss)``; ``loss`` is the mean token cross-entropy when targets are given.
+        ``overrides``: per tied position, tensors to run instead of the root's (on top of relaxed ties)."""
         _, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        x = self.blocks(x, self.relax if len(self.relax) else None)
+        own = {k: dict(m.named_parameters()) for k, m in self.relax.items()}
+        for k, tensors in (overrides or {}).items():
+            own[k] = {**own.get(k, {}), **tensors}
+        x = self.blocks(x, own or None)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)
         loss = None

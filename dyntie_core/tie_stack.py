@@ -17,7 +17,7 @@ decides which block runs where, with which tensors.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -70,17 +70,18 @@ class TiedStack(nn.ModuleDict):
         """The block whose weights run at ``position``."""
         return self[str(self.roots[position])]
 
-    def forward(self, x: torch.Tensor, relax: nn.ModuleDict | None = None) -> torch.Tensor:
-        """Run every position. ``relax``: tied positions' own parameters (keyed by position), which replace
-        the root's tensors of the same names there (relaxed ties, e.g. a position's own LayerNorms)."""
+    def forward(self, x: torch.Tensor, overrides: Mapping[str, Mapping[str, torch.Tensor]] | None = None
+                ) -> torch.Tensor:
+        """Run every position. ``overrides``: tensors of tied positions (keyed by position) that replace the
+        root's tensors of the same names there (relaxed ties: a position's own LayerNorms; probes)."""
         follow = self.tie_mode == "follow"
         for i, r in enumerate(self.roots):
             block = self[str(r)]
-            own = relax[str(i)] if r != i and relax is not None and str(i) in relax else None
+            own = overrides.get(str(i)) if r != i and overrides is not None else None
             if r != i and (follow or own is not None):
                 params = {name: p.detach() if follow else p for name, p in block.named_parameters()}
                 if own is not None:
-                    params.update(own.named_parameters())
+                    params.update(own)
                 x = functional_call(block, params, (x,))
             else:
                 x = block(x)

@@ -73,3 +73,50 @@ def test_shrink_needs_a_target_and_a_sane_window():
         make_policy(MethodConfig(name="shrink"), n_layer=4)
     with pytest.raises(ConfigError, match="start <= end"):
         ProgressiveConfig(start=0.8, end=0.2)
+
+
+class FakeGrowHost:
+    def __init__(self, total_steps: int, norms: dict[int, float]) -> None:
+        self.total_steps, self.norms = total_steps, norms
+        self.tie_map = (0, 0, 0, 0)
+
+    def untie_gradient_norms(self) -> dict[int, float]:
+        return {i: n for i, n in self.norms.items() if self.tie_map[i] != i}
+
+
+def test_grow_unties_the_positions_with_the_largest_gradients_on_schedule():
+    policy = make_policy(MethodConfig(name="grow", n_unique=3), n_layer=4)
+    host = FakeGrowHost(100, {1: 0.1, 2: 5.0, 3: 1.0})
+    assert policy.initial_tie_map(4) == (0, 0, 0, 0)
+    maps = {}
+    for step in range(100):
+        new = policy.on_step(step, host)
+        if new is not None:
+            host.tie_map = tuple(new)
+            maps[step] = host.tie_map
+    assert maps == {25: (0, 0, 2, 0), 75: (0, 0, 2, 3)}
+
+
+def test_untie_gradient_norms_are_the_gradients_an_independent_copy_would_get():
+    trainer = Trainer(small_run_config(steps=5, method="manual", schedule=[[0, [0, 0, 2, 0]]]))
+    norms = trainer.untie_gradient_norms()
+    assert set(norms) == {1, 3} and all(n > 0 for n in norms.values())
+    assert all(p.grad is None for p in trainer.model.parameters())  # the probe leaves no gradients behind
+    # the same number by hand: untie position 3 (a copy of block 0) and take its weights' gradient on the probe batch
+    generator = torch.Generator().manual_seed(trainer.config.train.seed + 3 + trainer.step)
+    from dyntie_core.data import sample_windows
+
+    x, y = sample_windows(trainer.data.train, trainer.config.train.batch_size, trainer.config.model.block_size,
+                          generator)
+    trainer.model.set_tie_map((0, 0, 2, 3))
+    trainer.model.eval()
+    trainer.model(x, y)[1].backward()
+    by_hand = float(torch.stack([p.grad.pow(2).sum() for p in trainer.model.blocks["3"].parameters()]).sum().sqrt())
+    assert norms[3] == pytest.approx(by_hand, rel=1e-4)
+
+
+def test_grow_in_training_reaches_its_target():
+    config = small_run_config(steps=30, method="grow", n_unique=3, progressive=ProgressiveConfig(start=0.2, end=0.6))
+    trainer = Trainer(config)
+    summary = trainer.run()
+    assert summary["unique_blocks"] == 3 and summary["steps"] == 30

@@ -42,6 +42,10 @@ class PolicyHost(Protocol):
         """Each root block's parameters flattened into one detached vector, keyed by the root's position."""
         ...
 
+    def untie_gradient_norms(self) -> dict[int, float]:
+        """For each tied position, the norm of the gradient its weights would get if it were independent."""
+        ...
+
 
 class TiePolicy(Protocol):
     name: str

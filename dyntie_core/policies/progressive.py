@@ -1,10 +1,14 @@
-"""Progressive tying without RL: ``shrink`` starts as vanilla and ties the most similar blocks over time.
+"""Progressive tying without RL: ``shrink`` and ``grow``, baselines the paper lacks (issue 9, hypothesis 6).
 
-A baseline the paper lacks (issue 9, hypothesis 6): every block trains independently for the first part of
-the run, then one pair of roots at a time is tied, the later block to the earlier, choosing the pair whose
-weights are most alike (cosine similarity of all the block's parameters), until ``n_unique`` roots remain.
-The tie steps are evenly spaced between ``ProgressiveConfig.start`` and ``end`` (fractions of the budget).
-The policy keeps no state: the ties due by a step are read off the current map, so resuming is exact.
+- ``shrink``: every block trains independently for the first part of the run, then one pair of roots at a
+  time is tied, the later block to the earlier, choosing the pair whose weights are most alike (cosine
+  similarity of all the block's parameters), until ``n_unique`` roots remain.
+- ``grow``: every block starts tied to block 0; one position at a time becomes independent (from the weights
+  it was running), choosing the tied position whose weights would receive the largest gradient on a probe
+  batch, until ``n_unique`` roots exist.
+
+The changes are evenly spaced between ``ProgressiveConfig.start`` and ``end`` (fractions of the budget). The
+policies keep no state: the changes due by a step are read off the current map, so resuming is exact.
 """
 
 from __future__ import annotations
@@ -76,6 +80,43 @@ class ShrinkPolicy:
         pass
 
 
+class GrowPolicy:
+    """All positions run block 0; untie the position with the largest would-be gradient at each scheduled step."""
+
+    name = "grow"
+
+    def __init__(self, n_layer: int, n_unique: int, config: ProgressiveConfig) -> None:
+        if not isinstance(n_unique, int) or not 1 <= n_unique <= n_layer:
+            raise ValueError(f"grow needs n_unique in [1, {n_layer}], got {n_unique!r}")
+        self.n_layer, self.n_unique, self.config = n_layer, n_unique, config
+
+    def initial_tie_map(self, n_layer: int) -> TieMap:
+        return tuple([0] * n_layer)
+
+    def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
+        done = unique_blocks(host.tie_map) - 1
+        due = sum(1 for s in tie_steps(self.n_unique - 1, host.total_steps, self.config) if s <= step)
+        if done >= due:
+            return None
+        roots = list(resolve_roots(host.tie_map))
+        norms = host.untie_gradient_norms()
+        for position in sorted(norms, key=lambda i: (-norms[i], i))[:due - done]:
+            roots[position] = position
+        return roots
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        return {}, {}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+def _grow(method: MethodConfig, n_layer: int, seed: int) -> GrowPolicy:
+    if method.n_unique is None:
+        raise ValueError("method 'grow' needs n_unique (the number of unique blocks it ends with)")
+    return GrowPolicy(n_layer, method.n_unique, method.progressive)
+
+
 def _shrink(method: MethodConfig, n_layer: int, seed: int) -> ShrinkPolicy:
     if method.n_unique is None:
         raise ValueError("method 'shrink' needs n_unique (the number of unique blocks it ends with)")
@@ -85,4 +126,7 @@ def _shrink(method: MethodConfig, n_layer: int, seed: int) -> ShrinkPolicy:
 SPECS = (
     MethodSpec("shrink", _shrink, "start independent, tie the most similar pair of blocks at evenly spaced steps "
                "until n_unique remain (settings: MethodConfig.progressive)", n_unique="required", progressive=True),
+    MethodSpec("grow", _grow, "start with every block tied to block 0, untie the position with the largest would-be "
+               "gradient at evenly spaced steps until n_unique exist (settings: MethodConfig.progressive)",
+               n_unique="required", progressive=True),
 )
