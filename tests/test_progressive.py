@@ -29,6 +29,17 @@ class FakeHost:
         return {k: v for k, v in self.weights.items() if k in roots}
 
 
+def drive(policy, host, steps: int = 100) -> dict[int, tuple[int, ...]]:
+    """Call the policy before every step as the loop does; the maps it switched to, by step."""
+    maps = {}
+    for step in range(steps):
+        new = policy.on_step(step, host)
+        if new is not None:
+            host.tie_map = tuple(new)
+            maps[step] = host.tie_map
+    return maps
+
+
 def test_tie_steps_are_evenly_spaced_over_the_window():
     cfg = ProgressiveConfig(start=0.25, end=0.75)
     assert tie_steps(8, 13200, cfg) == [3300, 4243, 5186, 6129, 7071, 8014, 8957, 9900]
@@ -44,15 +55,8 @@ def test_most_similar_pair_ties_the_later_block_to_the_earlier():
 
 def test_shrink_ties_the_expected_pairs_at_the_scheduled_steps():
     policy = make_policy(MethodConfig(name="shrink", n_unique=2), n_layer=4)
-    host = FakeHost(100)
     assert policy.initial_tie_map(4) == (0, 1, 2, 3)
-    maps = {}
-    for step in range(100):
-        new = policy.on_step(step, host)
-        if new is not None:
-            host.tie_map = tuple(new)
-            maps[step] = host.tie_map
-    assert maps == {25: (0, 1, 2, 2), 75: (0, 0, 2, 2)}
+    assert drive(policy, FakeHost(100)) == {25: (0, 1, 2, 2), 75: (0, 0, 2, 2)}
 
 
 def test_shrink_in_training_reaches_its_target_and_resumes_exactly(tmp_path):
@@ -86,15 +90,8 @@ class FakeGrowHost:
 
 def test_grow_unties_the_positions_with_the_largest_gradients_on_schedule():
     policy = make_policy(MethodConfig(name="grow", n_unique=3), n_layer=4)
-    host = FakeGrowHost(100, {1: 0.1, 2: 5.0, 3: 1.0})
     assert policy.initial_tie_map(4) == (0, 0, 0, 0)
-    maps = {}
-    for step in range(100):
-        new = policy.on_step(step, host)
-        if new is not None:
-            host.tie_map = tuple(new)
-            maps[step] = host.tie_map
-    assert maps == {25: (0, 0, 2, 0), 75: (0, 0, 2, 3)}
+    assert drive(policy, FakeGrowHost(100, {1: 0.1, 2: 5.0, 3: 1.0})) == {25: (0, 0, 2, 0), 75: (0, 0, 2, 3)}
 
 
 def test_untie_gradient_norms_are_the_gradients_an_independent_copy_would_get():

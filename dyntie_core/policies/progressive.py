@@ -47,68 +47,66 @@ def most_similar_pair(weights: dict[int, torch.Tensor]) -> tuple[int, int]:
     return roots[min(a, b)], roots[max(a, b)]
 
 
-class ShrinkPolicy:
-    """Vanilla first; then tie the most similar pair of roots at each scheduled step until ``n_unique`` remain."""
+class _ProgressivePolicy:
+    """What shrink and grow share: a target unique-block count, a schedule, and no state of their own."""
 
-    name = "shrink"
+    name = "progressive"
 
     def __init__(self, n_layer: int, n_unique: int, config: ProgressiveConfig) -> None:
         if not isinstance(n_unique, int) or not 1 <= n_unique <= n_layer:
-            raise ValueError(f"shrink needs n_unique in [1, {n_layer}], got {n_unique!r}")
+            raise ValueError(f"{self.name} needs n_unique in [1, {n_layer}], got {n_unique!r}")
         self.n_layer, self.n_unique, self.config = n_layer, n_unique, config
+
+    def _overdue(self, step: int, host: PolicyHost, n_changes: int, done: int) -> int:
+        """How many of the ``n_changes`` scheduled changes are due by ``step`` and not yet made."""
+        due = sum(1 for s in tie_steps(n_changes, host.total_steps, self.config) if s <= step)
+        return max(0, due - done)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        return {}, {}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class ShrinkPolicy(_ProgressivePolicy):
+    """Vanilla first; then tie the most similar pair of roots at each scheduled step until ``n_unique`` remain."""
+
+    name = "shrink"
 
     def initial_tie_map(self, n_layer: int) -> TieMap:
         return identity_map(n_layer)
 
     def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
-        done = self.n_layer - unique_blocks(host.tie_map)
-        due = sum(1 for s in tie_steps(self.n_layer - self.n_unique, host.total_steps, self.config) if s <= step)
-        if done >= due:
+        overdue = self._overdue(step, host, self.n_layer - self.n_unique, self.n_layer - unique_blocks(host.tie_map))
+        if not overdue:
             return None
         roots = list(resolve_roots(host.tie_map))
         weights = host.root_weights()
-        for _ in range(due - done):
+        for _ in range(overdue):
             keep, drop = most_similar_pair(weights)
             roots = [keep if r == drop else r for r in roots]
             del weights[drop]
         return roots
 
-    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        return {}, {}
 
-    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        pass
-
-
-class GrowPolicy:
+class GrowPolicy(_ProgressivePolicy):
     """All positions run block 0; untie the position with the largest would-be gradient at each scheduled step."""
 
     name = "grow"
-
-    def __init__(self, n_layer: int, n_unique: int, config: ProgressiveConfig) -> None:
-        if not isinstance(n_unique, int) or not 1 <= n_unique <= n_layer:
-            raise ValueError(f"grow needs n_unique in [1, {n_layer}], got {n_unique!r}")
-        self.n_layer, self.n_unique, self.config = n_layer, n_unique, config
 
     def initial_tie_map(self, n_layer: int) -> TieMap:
         return tuple([0] * n_layer)
 
     def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
-        done = unique_blocks(host.tie_map) - 1
-        due = sum(1 for s in tie_steps(self.n_unique - 1, host.total_steps, self.config) if s <= step)
-        if done >= due:
+        overdue = self._overdue(step, host, self.n_unique - 1, unique_blocks(host.tie_map) - 1)
+        if not overdue:
             return None
         roots = list(resolve_roots(host.tie_map))
         norms = host.untie_gradient_norms()
-        for position in sorted(norms, key=lambda i: (-norms[i], i))[:due - done]:
+        for position in sorted(norms, key=lambda i: (-norms[i], i))[:overdue]:
             roots[position] = position
         return roots
-
-    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        return {}, {}
-
-    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        pass
 
 
 def _grow(method: MethodConfig, n_layer: int, seed: int) -> GrowPolicy:
