@@ -21,7 +21,7 @@ T = TypeVar("T", bound="Serializable")
 TIE_MODES = ("follow", "share")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 NORM_POSITIONS = ("pre", "post")
-RELAXATIONS = ("none", "norms")
+RELAXATIONS = ("none", "norms", "lora")
 LR_SCHEDULES = ("constant", "cosine")
 DIVERGENCE = ("stop", "skip")
 TOKENIZERS = ("char", "bpe", "gpt2")
@@ -107,8 +107,10 @@ class GPTConfig(Serializable):
                            "code); share: gradients from all positions are summed into the root (ALBERT-style)")
     activation: str = option("gelu", "MLP activation: gelu or gelu_tanh (GPT-2's approximation)")
     norm_position: str = option("pre", "pre (GPT-2) or post (BERT-shaped) LayerNorm")
-    relax: str = option("none", "relaxed ties: none, or norms (each tied position keeps its own LayerNorm gains and "
-                        "biases, 4 x width trainable parameters, while attention and MLP come from its root)")
+    relax: str = option("none", "relaxed ties: none; norms (each tied position keeps its own LayerNorm gains and "
+                        "biases, 4 x width trainable parameters, while attention and MLP come from its root); lora "
+                        "(its norms plus rank-r deltas on the root's four weight matrices)")
+    relax_rank: int = option(4, "rank r of the LoRA deltas of relax=lora")
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
@@ -121,6 +123,8 @@ class GPTConfig(Serializable):
         _check(self.activation in ACTIVATIONS,
                f"GPTConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         _check(self.relax in RELAXATIONS, f"GPTConfig.relax must be one of {RELAXATIONS}, got {self.relax!r}")
+        _check(_is_int(self.relax_rank) and 1 <= self.relax_rank <= self.n_embd,
+               f"GPTConfig.relax_rank must be an int in [1, n_embd], got {self.relax_rank!r}")
         _check(self.norm_position in NORM_POSITIONS,
                f"GPTConfig.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
 

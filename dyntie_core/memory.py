@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from .config import GPTConfig
 from .optim import optimizer_state_bytes
+from .relax import relaxation_numel, relaxation_tensor_count
 from .tying import _unique_tensors, unique_blocks
 
 
@@ -71,10 +72,10 @@ def predict_memory(config: GPTConfig, tie_map: Sequence[int], batch_size: int | 
     n_unique = unique_blocks(tie_map)
     c, v, t = config.n_embd, config.vocab_size, config.block_size
     ln_numel = c * (1 + int(config.bias))
-    relaxed = (len(tie_map) - n_unique) if config.relax == "norms" else 0  # tied positions' own two norms
-    numel = v * c + t * c + ln_numel + n_unique * block_param_count(config) + relaxed * 2 * ln_numel
+    tied = len(tie_map) - n_unique  # each may hold a relaxed tie's own tensors (relax.py)
+    numel = v * c + t * c + ln_numel + n_unique * block_param_count(config) + tied * relaxation_numel(config)
     tensors = (2 + (2 if config.bias else 1) + n_unique * block_tensor_count(config)
-               + relaxed * (4 if config.bias else 2))
+               + tied * relaxation_tensor_count(config))
     params = numel * bytes_per_element
     if optimizer != "adamw":
         raise ValueError(f"only 'adamw' is modelled, got {optimizer!r}")

@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
+from .relax import Relaxation, running_tensors
 from .tie_stack import TieChange, TiedStack
-from .tying import TieMap, identity_map
+from .tying import TieMap, identity_map, resolve_roots, validate_tie_map
 
 
 class CausalSelfAttention(nn.Module):
@@ -69,24 +70,6 @@ class Block(nn.Module):
         return self.ln_2(x + self.mlp(x))
 
 
-class NormRelaxation(nn.Module):
-    """A relaxed tie: a tied position's own LayerNorms. The position runs its root's attention and MLP with
-    these norm gains and biases (names match ``Block``'s, so they replace the root's in a functional call)."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-
-    def copy_norms_from(self, source: nn.Module) -> NormRelaxation:
-        """Take ``source``'s norms (a ``Block`` or another relaxation); returns self."""
-        with torch.no_grad():
-            for name in ("ln_1", "ln_2"):
-                for p, q in zip(getattr(self, name).parameters(), getattr(source, name).parameters(), strict=True):
-                    p.copy_(q)
-        return self
-
-
 class TiedGPT(nn.Module):
     """GPT-2 (learned positions, pre-LN, GELU MLP, LM head tied to the token embedding) with a tie map."""
 
@@ -101,11 +84,12 @@ class TiedGPT(nn.Module):
             nn.init.normal_(emb.weight, mean=0.0, std=0.02)
         self.blocks = TiedStack(config.n_layer, self._new_block,
                                 identity_map(config.n_layer) if tie_map is None else tie_map, config.tie_mode)
-        self.relax = nn.ModuleDict()  # relaxed ties: tied positions' own parameters, keyed by position
-        if config.relax == "norms":
+        self.relax = nn.ModuleDict()  # relaxed ties: tied positions' own tensors, keyed by position (relax.py)
+        if config.relax != "none":
             for i, r in enumerate(self.blocks.roots):
                 if r != i:
-                    self.relax[str(i)] = NormRelaxation(config).copy_norms_from(self.blocks[str(r)])
+                    root = self.blocks[str(r)]
+                    self.relax[str(i)] = Relaxation(config).init_from(running_tensors(root, None), root)
 
     def _new_block(self) -> Block:
         """A block with GPT-2's init: N(0, 0.02), output projections scaled by 1/sqrt(2L)."""
@@ -131,24 +115,32 @@ class TiedGPT(nn.Module):
     def set_tie_map(self, tie_map: Iterable[int]) -> TieChange:
         """Switch to a new tie map; see ``TiedStack.set_tie_map``.
 
-        With ``relax="norms"`` the change keeps what it can of each position's function: a position that
-        becomes tied keeps the norms it was running (as its relaxation); one that becomes independent starts
-        from its root's weights with its relaxation's norms; a position tied before and after keeps its own."""
+        With relaxed ties (``relax.py``) the change keeps what it can of each position's function: a position
+        that becomes tied, or changes root, starts its relaxation from the tensors it was running; one that
+        becomes independent starts from exactly what it was running; the others keep their relaxation."""
         if self.config.relax == "none":
             return self.blocks.set_tie_map(tie_map)
         old_roots = self.blocks.roots
-        running = {i: NormRelaxation(self.config).copy_norms_from(self.relax[str(i)] if str(i) in self.relax
-                                                                  else self.blocks[str(old_roots[i])])
-                   for i in range(self.config.n_layer)}
+        new_roots = resolve_roots(validate_tie_map(tie_map, self.config.n_layer))
+        running = {i: running_tensors(self.blocks[str(old_roots[i])], self.relax[str(i)] if str(i) in self.relax
+                                      else None)
+                   for i in range(self.config.n_layer) if old_roots[i] != new_roots[i]}
         change = self.blocks.set_tie_map(tie_map)
         relax = {}
         for i, r in enumerate(self.blocks.roots):
             if r != i:
-                relax[str(i)] = self.relax[str(i)] if str(i) in self.relax else running[i].to(self.wte.weight.device)
-            elif old_roots[i] != i:
-                self.blocks[str(i)].load_state_dict(running[i].state_dict(), strict=False)
-        released = tuple(p for k, m in self.relax.items() if k not in relax for p in m.parameters())
-        created = tuple(p for k, m in relax.items() if k not in self.relax for p in m.parameters())
+                if i in running:
+                    fresh = Relaxation(self.config).to(self.wte.weight.device)
+                    relax[str(i)] = fresh.init_from(running[i], self.blocks[str(r)])
+                else:
+                    relax[str(i)] = self.relax[str(i)]
+            elif i in running:  # newly independent: exactly what it ran (root + delta, its own norms)
+                with torch.no_grad():
+                    for name, p in self.blocks[str(i)].named_parameters():
+                        p.copy_(running[i][name])
+        kept, old = {id(m) for m in relax.values()}, {id(m) for m in self.relax.values()}
+        released = tuple(p for m in self.relax.values() if id(m) not in kept for p in m.parameters())
+        created = tuple(p for m in relax.values() if id(m) not in old for p in m.parameters())
         self.relax = nn.ModuleDict(relax)
         return TieChange(change.old, change.new, change.created + created, change.released + released,
                          change.sources)
@@ -180,7 +172,8 @@ class TiedGPT(nn.Module):
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        own = {k: dict(m.named_parameters()) for k, m in self.relax.items()}
+        follow = self.config.tie_mode == "follow"
+        own = {k: m.tensors(self.blocks.block_at(int(k)), follow) for k, m in self.relax.items()}
         for k, tensors in (overrides or {}).items():
             own[k] = {**own.get(k, {}), **tensors}
         x = self.blocks(x, own or None)

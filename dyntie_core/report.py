@@ -52,6 +52,7 @@ def method_label(config: RunConfig) -> str:
     ``dlt``, ``dlt{relax=norms}``, ``dlt{tie_mode=share,untie_moments=carry}``."""
     extras = [f"{key}={value}" for key, value, default in (
         ("tie_mode", config.model.tie_mode, "follow"), ("relax", config.model.relax, "none"),
+        ("relax_rank", config.model.relax_rank if config.model.relax == "lora" else 4, 4),
         ("untie_moments", config.train.untie_moments, "fresh")) if value != default]
     return run_label(config.method) + ("{" + ",".join(extras) + "}" if extras else "")
 

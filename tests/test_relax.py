@@ -31,18 +31,22 @@ def _logits(model: TiedGPT) -> torch.Tensor:
         return model(idx)[0]
 
 
+# per tied position: 2 norms x (gain + bias) x width; LoRA adds r x (in + out) for c_attn (c -> 3c), attn.c_proj
+# (c -> c), c_fc (c -> 4c) and mlp.c_proj (4c -> c): r x 16c
+@pytest.mark.parametrize(("relax", "per_tied"), [("norms", 4 * 32), ("lora", 4 * 32 + 4 * 16 * 32)])
 @pytest.mark.parametrize("tie_map", [(0, 0, 2, 2), (0, 0, 0, 0), (0, 1, 2, 3)])
-def test_a_relaxed_tie_adds_exactly_two_norms_per_tied_position(tie_map):
-    plain, relaxed = TiedGPT(GPTConfig(**CFG), tie_map), TiedGPT(GPTConfig(**CFG, relax="norms"), tie_map)
+def test_a_relaxed_tie_adds_exactly_the_parameters_it_claims(tie_map, relax, per_tied):
+    plain, relaxed = TiedGPT(GPTConfig(**CFG), tie_map), TiedGPT(GPTConfig(**CFG, relax=relax), tie_map)
     tied = sum(1 for i, r in enumerate(relaxed.roots) if r != i)
     a, b = count_parameters(plain), count_parameters(relaxed)
-    assert b["trainable"] - a["trainable"] == b["relaxation"] == tied * 4 * 32  # 2 norms x (gain + bias) x width
+    assert b["trainable"] - a["trainable"] == b["relaxation"] == tied * per_tied
     assert b["vanilla_equivalent"] == a["vanilla_equivalent"] and b["unique_blocks"] == a["unique_blocks"]
 
 
+@pytest.mark.parametrize("relax", ["norms", "lora"])
 @pytest.mark.parametrize("mode", ["follow", "share"])
-def test_memory_floor_holds_with_relaxed_ties_across_changes(mode):
-    cfg = GPTConfig(**CFG, relax="norms", tie_mode=mode)
+def test_memory_floor_holds_with_relaxed_ties_across_changes(mode, relax):
+    cfg = GPTConfig(**CFG, relax=relax, tie_mode=mode)
     model = TiedGPT(cfg)
     opt = configure_optimizer(model, TrainConfig())
     for tie_map in [(0, 0, 0, 0), (0, 1, 0, 1), (0, 1, 2, 3), (0, 0, 2, 0)]:
@@ -57,9 +61,14 @@ def test_memory_floor_holds_with_relaxed_ties_across_changes(mode):
         assert {int(k) for k in model.relax} == {i for i, r in enumerate(model.roots) if r != i}
 
 
-def test_untie_preserves_the_function_and_tie_keeps_the_norms():
-    model = TiedGPT(GPTConfig(**CFG, relax="norms"), (0, 0, 0, 0))
-    _scramble_norms(model)  # tied positions now differ from their root through their own norms
+@pytest.mark.parametrize("relax", ["norms", "lora"])
+def test_untie_preserves_the_function_and_tie_keeps_the_norms(relax):
+    model = TiedGPT(GPTConfig(**CFG, relax=relax), (0, 0, 0, 0))
+    _scramble_norms(model)
+    with torch.no_grad():
+        for name, p in model.relax.named_parameters():
+            if "lora" in name:
+                p.normal_(0.0, 0.05)  # tied positions now differ from their root through their own norms
     before = _logits(model)
     model.set_tie_map((0, 1, 0, 3))  # untie 1 and 3: root's weights + their own norms = the same function
     assert torch.allclose(_logits(model), before, atol=1e-6)
@@ -69,11 +78,29 @@ def test_untie_preserves_the_function_and_tie_keeps_the_norms():
     assert all(torch.equal(model.relax["1"].state_dict()[k], v) for k, v in norms_of_1.items())
 
 
-def test_relaxed_norms_train_while_the_root_stays_constant_at_tied_positions():
-    model = TiedGPT(GPTConfig(**CFG, relax="norms"), (0, 0, 2, 2))
+def test_lora_tie_keeps_a_low_rank_difference_exactly():
+    model = TiedGPT(GPTConfig(**CFG, relax="lora", relax_rank=4), (0, 1, 2, 3))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # block 1 := block 0 + a rank-2 difference on every adapted weight
+        for name, p in model.blocks["1"].named_parameters():
+            p.copy_(model.blocks["0"].get_parameter(name))
+            if name in ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"):
+                p += torch.randn(p.shape[0], 2, generator=g) @ torch.randn(2, p.shape[1], generator=g) * 0.05
+    before = _logits(model)
+    model.set_tie_map((0, 0, 2, 3))  # the truncated SVD of the difference is exact at rank 4 >= 2
+    assert torch.allclose(_logits(model), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("relax", ["norms", "lora"])
+def test_relaxed_tensors_train_while_the_root_stays_constant_at_tied_positions(relax):
+    model = TiedGPT(GPTConfig(**CFG, relax=relax), (0, 0, 2, 2))
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     model(idx, idx)[1].backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.relax.parameters())
+    grads = {name: p.grad for name, p in model.relax.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    # norms and LoRA's B learn from the first step; A starts learning once B is nonzero (LoRA's init: B = 0)
+    assert all(g.abs().sum() > 0 for name, g in grads.items() if "lora_a" not in name)
+    assert all(g.abs().sum() == 0 for name, g in grads.items() if "lora_a" in name)
 
 
 def test_relaxed_run_checkpoints_and_reloads(tmp_path):
@@ -89,7 +116,9 @@ def test_relaxed_run_checkpoints_and_reloads(tmp_path):
 
 def test_unknown_relaxation_is_refused():
     with pytest.raises(ConfigError, match="relax must be one of"):
-        GPTConfig(relax="lora")
+        GPTConfig(relax="bitfit")
+    with pytest.raises(ConfigError, match="relax_rank"):
+        GPTConfig(relax="lora", relax_rank=0)
 
 
 def test_transition_probe_logs_what_each_tie_change_costs(tmp_path):
