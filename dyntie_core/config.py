@@ -228,6 +228,7 @@ class AgentConfig(Serializable):
       synced every ``target_sync`` updates.
     - ``commit_after=N``: after N full sweeps the map is frozen (no more decisions) for the rest of the run.
     - ``switch_cost=c``: an action that changes the map is rewarded ``c`` less (a price on churn).
+    - ``progress_state=True``: the Q network also sees step / total steps (so it can act differently late).
     """
 
     k_steps: int = option(4, "training steps between two decisions (K)")
@@ -248,6 +249,7 @@ class AgentConfig(Serializable):
     replay_batch: int = option(32, "transitions per update when replaying")
     target_sync: int = option(50, "updates between target-network syncs when replaying")
     learn: bool = option(True, "update the Q network (False for the random control)")
+    progress_state: bool = option(False, "append training progress (step / total steps) to the agent's state")
     commit_after: int = option(0, "episodes after which the map is frozen for the rest of the run (0: never; "
                                "a commit phase against churn)")
 

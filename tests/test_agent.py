@@ -266,3 +266,18 @@ def test_commit_phase_never_changes_the_map_after_its_episodes():
     assert [d.step for d in decisions] == [0, 2, 4, 6, 8, 10]
     assert changes and all(c.step <= 10 for c in changes)
     assert trainer.policy.committed and trainer.policy.episode == 1
+
+
+def test_progress_state_feeds_step_over_budget_to_the_q_network():
+    agent = DLTAgent(4, AgentConfig(progress_state=True, k_steps=1), seed=0)
+    assert agent.q.fc1.in_features == 5 and DLTAgent(4, seed=0).q.fc1.in_features == 4
+    host = FakeHost(4)
+    host.total_steps = 40
+    host.step = 10
+    assert agent.features((0, 1, 1, 3), host) == [0.0, 1.0, 1.0, 3.0, 0.25]
+    host.run(agent, 12)  # decisions and Q updates run on the 5-feature state
+    assert agent.updates == 11 and agent.pending["features"][-1] == pytest.approx(21 / 40)
+    state, tensors = agent.state_dict()
+    twin = DLTAgent(4, AgentConfig(progress_state=True, k_steps=1), seed=0)
+    twin.load_state_dict(state, tensors)
+    assert torch.equal(twin.q.fc1.weight, agent.q.fc1.weight)

@@ -31,12 +31,12 @@ def slice_start(block: int) -> int:
 
 
 class QNetwork(nn.Module):
-    """Linear(L, hidden) - ReLU - Linear(hidden, L(L+1)/2)."""
+    """Linear(L, hidden) - ReLU - Linear(hidden, L(L+1)/2); ``n_inputs`` > L when the state has extra features."""
 
-    def __init__(self, n_layer: int, hidden: int) -> None:
+    def __init__(self, n_layer: int, hidden: int, n_inputs: int | None = None) -> None:
         super().__init__()
         self.n_layer = n_layer
-        self.fc1 = nn.Linear(n_layer, hidden)
+        self.fc1 = nn.Linear(n_inputs or n_layer, hidden)
         self.fc2 = nn.Linear(hidden, n_layer * (n_layer + 1) // 2)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -57,11 +57,12 @@ class DLTAgent:
         self.name = name
         self.n_layer = n_layer
         self.config = config or AgentConfig()
+        self.n_inputs = n_layer + (1 if self.config.progress_state else 0)
         self.generator = torch.Generator().manual_seed(seed + 7919)
         with torch.random.fork_rng():
             torch.manual_seed(seed + 104729)
-            self.q = QNetwork(n_layer, self.config.hidden)
-        self.target = QNetwork(n_layer, self.config.hidden)
+            self.q = QNetwork(n_layer, self.config.hidden, self.n_inputs)
+        self.target = QNetwork(n_layer, self.config.hidden, self.n_inputs)
         self.target.load_state_dict(self.q.state_dict())
         self.optimizer = torch.optim.AdamW(self.q.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
@@ -109,7 +110,7 @@ class DLTAgent:
         self.block += 1
         return self.block
 
-    def choose(self, state: TieMap, block: int) -> tuple[int, bool]:
+    def choose(self, state: Sequence[float], block: int) -> tuple[int, bool]:
         """Epsilon-greedy: a uniform action over the block's ``block + 1`` choices, else argmax Q."""
         explore = bool(torch.rand((), generator=self.generator) < self.epsilon)
         if explore:
@@ -118,19 +119,27 @@ class DLTAgent:
             q = self.q.block_q(torch.tensor(state, dtype=torch.float32), block)
         return int(torch.argmax(q)), False
 
+    def features(self, tie_map: Sequence[int], host: PolicyHost) -> list[float]:
+        """The Q network's input: the tie map as floats, plus step / total steps with ``progress_state``."""
+        out = [float(v) for v in tie_map]
+        if self.config.progress_state:
+            out.append(host.step / max(1, host.total_steps))
+        return out
+
     def _decide(self, host: PolicyHost) -> TieMap:
         state = tuple(host.tie_map)
+        feats = self.features(state, host)
         block = self._next_block()
-        action, explore = self.choose(state, block)
+        action, explore = self.choose(feats, block)
         new_map = apply_action(state, block, action)
         with torch.no_grad():
-            q_value = float(self.q.block_q(torch.tensor(state, dtype=torch.float32), block)[action])
+            q_value = float(self.q.block_q(torch.tensor(feats, dtype=torch.float32), block)[action])
         before = None
         if self.config.reward == "loss-improvement":
             gen_state = self.generator.get_state()
             before = host.batch_loss(self.config.reward_split, self.generator)
             self.generator.set_state(gen_state)  # score the same batch again after the K steps
-        self.pending = {"state": list(state), "block": block, "action": action, "explore": explore,
+        self.pending = {"state": list(state), "features": feats, "block": block, "action": action, "explore": explore,
                         "q_value": q_value, "epsilon": self.epsilon, "episode": self.episode,
                         "step": host.step, "before": before, "tie_map": list(new_map)}
         return new_map
@@ -157,7 +166,8 @@ class DLTAgent:
         r = self.reward(ce, p["before"], next_state, switched=list(p["tie_map"]) != list(p["state"]))
         loss, target = (math.nan, math.nan)
         if self.config.learn:
-            loss, target = self.learn(p["state"], p["block"], p["action"], r, next_state)
+            loss, target = self.learn(p.get("features", p["state"]), p["block"], p["action"], r,
+                                      self.features(next_state, host))
         self.pending = None
         host.emit(DecisionEvent(p["step"], {
             "episode": p["episode"], "block": p["block"], "action": p["action"], "explore": p["explore"],
