@@ -19,6 +19,7 @@ from .config import (
     SECTIONS,
     AgentConfig,
     ConfigError,
+    ProgressiveConfig,
     RunConfig,
     read_json_object,
     resolve_layers,
@@ -61,6 +62,7 @@ def _flags(section: str, cls: type) -> list[Flag]:
 
 RUN_FLAGS = [flag for section in ("model", "train", "data") for flag in _flags(section, SECTIONS[section])]
 AGENT_FIELDS = {f.name: f.metadata["help"] for f in dataclasses.fields(AgentConfig)}
+PROGRESSIVE_FIELDS = {f.name: f.metadata["help"] for f in dataclasses.fields(ProgressiveConfig)}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -73,6 +75,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent setting for dlt and random, "
                    "repeatable; defaults are the paper preset. Keys: " + "; ".join(
                        f"{k}: {v}" for k, v in AGENT_FIELDS.items()))
+    p.add_argument("--progressive", action="append", metavar="KEY=VALUE", help="schedule of shrink and grow, "
+                   "repeatable. Keys: " + "; ".join(f"{k}: {v}" for k, v in PROGRESSIVE_FIELDS.items()))
     titles = {"model": "model", "train": "training", "data": "data"}
     groups = {s: p.add_argument_group(t) for s, t in titles.items()}
     for f in RUN_FLAGS:
@@ -106,9 +110,12 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["method"]["n_unique"] = args.n_unique
     if getattr(args, "schedule", None):
         layer["method"]["schedule"] = _parse_schedule(args.schedule)
-    agent = _parse_agent_options(args.agent)
+    agent = _parse_settings(args.agent, AgentConfig, "--agent")
     if agent:
         layer["method"]["agent"] = agent
+    progressive = _parse_settings(getattr(args, "progressive", None), ProgressiveConfig, "--progressive")
+    if progressive:
+        layer["method"]["progressive"] = progressive
     return layer
 
 
@@ -156,19 +163,20 @@ class graceful_interrupt:  # noqa: N801 - used as a context manager
         signal.signal(signal.SIGINT, self._previous)
 
 
-def _parse_agent_options(items: list[str] | None) -> dict[str, Any]:
-    """``["k_steps=4", "reward=loss-improvement"]`` -> options dict (values parsed as JSON when they can be)."""
+def _parse_settings(items: list[str] | None, section: type, flag: str) -> dict[str, Any]:
+    """``["k_steps=4", "reward=loss-improvement"]`` -> settings of ``section`` (values parsed as JSON when they
+    can be), checked now rather than mid-run."""
     options: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--agent expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
     if options:
-        AgentConfig.from_dict(options)  # reject unknown keys and bad values now, not mid-run
+        section.from_dict(options)  # reject unknown keys and bad values now, not mid-run
     return options
 
 
