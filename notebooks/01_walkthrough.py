@@ -132,3 +132,18 @@ if interactive:
     dash.run.when_done(lambda s: table.append_display_data(compare(s)))
 else:
     display(compare(summary))
+
+# %% [markdown]
+# ## 5. Why the paper's agent churns
+#
+# The agent's reward is `clip(-exp(CE), -10, 10)`: once the cross-entropy is above ln 10 (about 2.3), which it is for
+# every language model trained here, the reward is -10 whatever the action. The Q network then has nothing to tell
+# actions apart, its greedy choice is arbitrary, and the map keeps changing even after exploration has decayed:
+# measured in `docs/RESULTS.md`, the agent is indistinguishable from its `random` control and 9 to 10% worse than
+# vanilla, while fixed maps with as many unique blocks (random-fixed, cycle-rev) stay within 1 to 3%.
+#
+# Every change also costs something: tying a block throws its own weights away (the loss jumps; untying is free, as
+# the new block starts from the weights it was running). `--probe-transitions` logs that jump at every change, and
+# `docs/STUDY.md` tests what helps, one factor at a time: deciding less often or committing to a map, pricing
+# switches, relaxed ties that keep a block's own norms or a low-rank difference, and methods without RL (`shrink`,
+# `grow`, `sandwich`).
