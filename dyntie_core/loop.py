@@ -237,8 +237,11 @@ class Trainer:
             carry_state(self.optimizer, moments)
             self.ddp = wrap_model(self.model, self.dist)  # DDP's hooks belong to the old parameter set
             counts = count_parameters(self.model)
+            after = self._probe_loss() if probe else None
+            if before is not None and after is not None:
+                self.state.transition_jumps.append(after - before)
             self.bus.emit(TieChangeEvent(self.step, change.old, change.new, reason, counts["unique_blocks"],
-                                         counts["trainable"], before, self._probe_loss() if probe else None))
+                                         counts["trainable"], before, after))
         return change
 
     def _probe_loss(self) -> float:

@@ -36,6 +36,7 @@ class TrainState:
     last_eval: dict[str, Any] | None = None
     skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient (on_divergence=skip)
     diverged: dict[str, Any] | None = None  # where and how training diverged (on_divergence=stop)
+    transition_jumps: list[float] = field(default_factory=list)  # probe loss after - before, per tie change
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -114,6 +115,13 @@ def eval_record(state: TrainState, model: TiedGPT, optimizer: torch.optim.Optimi
     }
 
 
+def transition_summary(jumps: Sequence[float]) -> dict[str, float | int] | None:
+    """What the probed tie changes cost: how many, and the mean and largest rise of the probe batch's loss."""
+    if not jumps:
+        return None
+    return {"count": len(jumps), "mean_jump": sum(jumps) / len(jumps), "max_jump": max(jumps)}
+
+
 def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: TrainState, test_loss: float,
                   final_test_loss: float, selection: str, notices: list[str],
                   peak: float | None = None, world_size: int = 1) -> dict[str, Any]:
@@ -150,5 +158,6 @@ def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: Tra
         "stopped_early": state.step < config.train.steps,
         "diverged": state.diverged,
         "skipped_steps": state.skipped_steps,
+        "transitions": transition_summary(state.transition_jumps),
         "notices": notices,
     }

@@ -92,6 +92,9 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "activations_predicted": statistics.fmean(x["memory_predicted"]["activations"] for x in cuda)
             if cuda else None,
             "mfu": statistics.fmean(x["mfu"] for x in s) if all(x.get("mfu") for x in s) else None,
+            "transitions": {k: statistics.fmean(x["transitions"][k] for x in s) for k in ("count", "mean_jump",
+                                                                                         "max_jump")}
+            if all(x.get("transitions") for x in s) else None,
             "summaries": s,
         })
     rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
@@ -99,11 +102,12 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         vanilla = next((v for v in rows if (v["dataset"], v["family"], v["method"]) ==
                         (r["dataset"], r["family"], "vanilla")), None)
         r["memory_vs_vanilla"] = (r["memory"]["model_state"] / vanilla["memory"]["model_state"]) if vanilla else None
+        r["test_vs_vanilla"] = r["test_ppl_mean"] / vanilla["test_ppl_mean"] if vanilla else None
     return rows
 
 
-HEAD = ("| method | seeds | val ppl | test ppl | trainable params | reduction | unique blocks | params | grads "
-        "| AdamW state | model state | predicted | vs vanilla | tokens/s |")
+HEAD = ("| method | seeds | val ppl | test ppl | test vs vanilla | trainable params | reduction | unique blocks "
+        "| params | grads | AdamW state | model state | predicted | vs vanilla | tokens/s |")
 CUDA_HEAD = ("| method | allocated between steps | peak | reserved | activations (peak - model state) "
              "| activations predicted | MFU |")
 
@@ -113,17 +117,26 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
            "checkpoint. Mean ± std over seeds. Memory: measured model state (parameters, gradients, AdamW "
            "moments) at the end of training, and the analytic floor predicted from the tie map.", ""]
     for dataset, fam in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
-        out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 14]
+        out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 15]
         for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):
             m = r["memory"]
             label = r["method"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
             out.append(f"| {label} | {r['seeds']} | {r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f} | "
-                       f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {r['trainable_params']:,} | "
+                       f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {_times(r['test_vs_vanilla'])} | "
+                       f"{r['trainable_params']:,} | "
                        f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
                        f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
                        f"{format_bytes(round(m['model_state']))} | {_bytes(m['predicted_model_state'])} | "
                        f"{_ratio(r)} | {r['tokens_per_s']:,.0f} |")
         out.append("")
+        moved = [x for x in rows if (x["dataset"], x["family"]) == (dataset, fam) and x["transitions"]]
+        if moved:
+            out += ["What tie changes cost (`probe_transitions`: a fixed validation batch's loss just after minus "
+                    "just before each change; mean over seeds):", "",
+                    "| method | tie changes | mean jump | largest jump |", "| --- | --- | --- | --- |"]
+            out += [f"| {r['method']} | {r['transitions']['count']:g} | {r['transitions']['mean_jump']:+.4f} | "
+                    f"{r['transitions']['max_jump']:+.4f} |" for r in moved]
+            out.append("")
         cuda_rows = [x for x in rows if (x["dataset"], x["family"]) == (dataset, fam) and x["cuda"]]
         if cuda_rows:
             out += ["CUDA memory (allocator figures; the trainer resets the peak at the start of each run):", "",
@@ -138,6 +151,10 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def _bytes(n: float | None) -> str:
     return format_bytes(None if n is None else round(n))
+
+
+def _times(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}x"
 
 
 def _ratio(r: dict[str, Any]) -> str:

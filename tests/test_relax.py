@@ -132,6 +132,9 @@ def test_transition_probe_logs_what_each_tie_change_costs(tmp_path):
         assert tie["loss_after"] != tie["loss_before"]  # tying replaces blocks 1 and 3: the function changes
         # untying starts each block from the weights it was running (plus, relaxed, its own norms): no jump
         assert untie["loss_after"] == pytest.approx(untie["loss_before"], abs=1e-5), relax
+        summary = RunDir(tmp_path / relax).read_summary()["transitions"]
+        jumps = [tie["loss_after"] - tie["loss_before"], untie["loss_after"] - untie["loss_before"]]
+        assert summary == {"count": 2, "mean_jump": pytest.approx(sum(jumps) / 2), "max_jump": max(jumps)}
 
 
 @pytest.mark.parametrize("moments", ["fresh", "carry"])
