@@ -28,6 +28,7 @@ from .metrics import TrainState, build_summary, eval_record, flops_per_token, pe
 from .model import TiedGPT
 from .optim import carry_state, configure_optimizer, load_optimizer_state, optimizer_state_tensors, sync_optimizer
 from .policies import TiePolicy, make_policy
+from .probes import root_weights, untie_gradient_norms
 from .rundir import RunDir, model_from_checkpoint
 from .runlog import RunLogger
 from .tie_stack import TieChange
@@ -180,37 +181,16 @@ class Trainer:
         return self.config.train.steps
 
     def untie_gradient_norms(self) -> dict[int, float]:
-        """For each tied position, the norm of the weight gradient it would receive if it were independent,
-        on one probe batch of training data (eval mode; the training batch stream is not touched)."""
-        tied = [i for i, r in enumerate(self.model.roots) if r != i]
-        if not tied:
-            return {}
-        own = {}
-        for i in tied:  # what position i runs now (its root's tensors, its relaxed norms), as free copies
-            running = dict(self.model.block_at(i).named_parameters())
-            if str(i) in self.model.relax:
-                running.update(self.model.relax[str(i)].named_parameters())
-            own[str(i)] = {n: p.detach().clone().requires_grad_(True) for n, p in running.items()}
+        """For each tied position, the norm of the weight gradient it would receive if it were independent, on
+        one probe batch of training data (``probes.untie_gradient_norms``; the batch stream is not touched)."""
         generator = torch.Generator().manual_seed(self.config.train.seed + 3 + self.step)
         x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
-        self.model.eval()
-        try:
-            with self.autocast():
-                _, loss = self.model(x.to(self.device), y.to(self.device), overrides=own)
-            tensors = [t for i in tied for t in own[str(i)].values()]
-            grads = iter(torch.autograd.grad(loss, tensors, allow_unused=True))
-        finally:
-            self.model.train()
-        norms = {}
-        for i in tied:
-            squares = [g.float().pow(2).sum() for g in (next(grads) for _ in own[str(i)]) if g is not None]
-            norms[i] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
-        return norms
+        with self.autocast():
+            return untie_gradient_norms(self.model, x.to(self.device), y.to(self.device))
 
     def root_weights(self) -> dict[int, torch.Tensor]:
         """Each root block's parameters flattened into one detached vector, keyed by the root's position."""
-        return {int(key): torch.cat([p.detach().reshape(-1) for p in block.parameters()])
-                for key, block in self.model.blocks.items()}
+        return root_weights(self.model)
 
     def batch_loss(self, split: str, generator: torch.Generator) -> float:
         """Cross-entropy of the model (eval mode) on one random batch of ``split`` drawn with ``generator``."""

@@ -154,3 +154,13 @@ def test_untied_blocks_start_with_fresh_or_carried_adam_moments(moments):
                 assert torch.equal(state["exp_avg"], saved[name]["exp_avg"])
                 assert state["exp_avg"].data_ptr() != trainer.optimizer.state[root[name]]["exp_avg"].data_ptr()
                 assert float(state["step"]) == float(saved[name]["step"]) == 6
+
+
+def test_gradient_probe_sees_what_a_relaxed_position_runs():
+    from dyntie_core.probes import untie_gradient_norms
+
+    model = TiedGPT(GPTConfig(**CFG, relax="lora"), (0, 0, 2, 2))
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    norms = untie_gradient_norms(model, idx, idx)
+    assert set(norms) == {1, 3} and all(n > 0 for n in norms.values())
+    assert all(p.grad is None for p in model.parameters()) and model.training
