@@ -49,18 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     data = load_data(DataConfig(dataset="pydoc", tokenizer="bpe", bpe_vocab_size=args.vocab_size), args.block_size)
-    variants = [
-        ("vanilla", "follow", MethodConfig("vanilla")),
-        ("all-shared", "follow", MethodConfig("all-shared")),
-        (f"cycle-{args.n_unique} (follow)", "follow", MethodConfig("cycle", n_unique=args.n_unique)),
-        (f"cycle-{args.n_unique} (share)", "share", MethodConfig("cycle", n_unique=args.n_unique)),
-        ("dlt agent (follow, K=4)", "follow", MethodConfig("dlt")),
+    cycle = MethodConfig("cycle", n_unique=args.n_unique)
+    variants = [  # (label, model settings, method)
+        ("vanilla", {}, MethodConfig("vanilla")),
+        ("all-shared", {}, MethodConfig("all-shared")),
+        (f"cycle-{args.n_unique} (follow)", {}, cycle),
+        (f"cycle-{args.n_unique} (share)", {"tie_mode": "share"}, cycle),
+        (f"cycle-{args.n_unique} (follow, relax=norms)", {"relax": "norms"}, cycle),
+        (f"cycle-{args.n_unique} (follow, relax=lora r=4)", {"relax": "lora", "relax_rank": 4}, cycle),
+        ("dlt agent (follow, K=4)", {}, MethodConfig("dlt")),
     ]
     trainers = {}
-    for label, mode, method in variants:
+    for label, settings, method in variants:
         cfg = RunConfig(
             model=GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
-                            vocab_size=data.vocab_size, tie_mode=mode),
+                            vocab_size=data.vocab_size, **settings),
             train=TrainConfig(steps=10**9, batch_size=args.batch_size, seed=args.seed),
             data=DataConfig(dataset="pydoc"), method=method)
         trainers[label] = Trainer(cfg, data=data)
