@@ -75,7 +75,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", action="append", metavar="KEY=VALUE", help="agent setting for dlt and random, "
                    "repeatable; defaults are the paper preset. Keys: " + "; ".join(
                        f"{k}: {v}" for k, v in AGENT_FIELDS.items()))
-    p.add_argument("--progressive", action="append", metavar="KEY=VALUE", help="schedule of shrink and grow, "
+    p.add_argument("--progressive", action="append", metavar="KEY=VALUE", help="schedule of shrink, grow and soft, "
                    "repeatable. Keys: " + "; ".join(f"{k}: {v}" for k, v in PROGRESSIVE_FIELDS.items()))
     titles = {"model": "model", "train": "training", "data": "data"}
     groups = {s: p.add_argument_group(t) for s, t in titles.items()}

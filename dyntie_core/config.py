@@ -21,7 +21,7 @@ T = TypeVar("T", bound="Serializable")
 TIE_MODES = ("follow", "share")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 NORM_POSITIONS = ("pre", "post")
-RELAXATIONS = ("none", "norms", "lora")
+RELAXATIONS = ("none", "norms", "lora", "mix")
 LR_SCHEDULES = ("constant", "cosine")
 DIVERGENCE = ("stop", "skip")
 TOKENIZERS = ("char", "bpe", "gpt2")
@@ -109,7 +109,8 @@ class GPTConfig(Serializable):
     norm_position: str = option("pre", "pre (GPT-2) or post (BERT-shaped) LayerNorm")
     relax: str = option("none", "relaxed ties: none; norms (each tied position keeps its own LayerNorm gains and "
                         "biases, 4 x width trainable parameters, while attention and MLP come from its root); lora "
-                        "(its norms plus rank-r deltas on the root's four weight matrices)")
+                        "(its norms plus rank-r deltas on the root's four weight matrices); mix (soft sharing: a "
+                        "learned softmax mixture of the roots before it, L logits; the soft method hardens it)")
     relax_rank: int = option(4, "rank r of the LoRA deltas of relax=lora")
 
     def __post_init__(self) -> None:
@@ -276,12 +277,12 @@ class AgentConfig(Serializable):
 
 @dataclass
 class ProgressiveConfig(Serializable):
-    """When a progressive method (``shrink``, ``grow``) changes the map, as fractions of the step budget.
+    """When a progressive method (``shrink``, ``grow``, ``soft``) changes the map, as fractions of the step budget.
 
     ``shrink`` starts with every block independent and ties one pair at a time, evenly spaced
     from ``start`` to ``end`` of the run, until ``n_unique`` blocks remain; ``grow`` starts with
-    every block tied to block 0 and unties one at a time until ``n_unique`` exist. The rest of the
-    run trains the final map.
+    every block tied to block 0 and unties one at a time until ``n_unique`` exist. ``soft`` anneals its
+    mixtures from ``start`` and is hard from ``end``. The rest of the run trains the final map.
     """
 
     start: float = option(0.25, "fraction of the steps before the first tie")
@@ -306,7 +307,7 @@ class MethodConfig(Serializable):
 
     ``n_unique``: unique blocks, for the schemes that take it. ``schedule``: for "manual",
     a list of [step, tie_map] pairs. ``agent``: the DLT agent's settings (dlt and random).
-    ``progressive``: when ``shrink`` ties blocks.
+    ``progressive``: when ``shrink``, ``grow`` and ``soft`` change the map.
     """
 
     name: str = "vanilla"

@@ -169,7 +169,8 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
         return model
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    # gradients live in the all-reduce buckets (no second copy); the model has no buffers to sync
+    # gradients live in the all-reduce buckets (no second copy); the only buffer (soft sharing's temperature) is set
+    # alike on every rank
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 

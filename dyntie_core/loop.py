@@ -107,6 +107,10 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)  # peaks are per run, not per process
         torch.manual_seed(train.seed)
         self.policy = policy if policy is not None else make_policy(self.config.method, model_cfg.n_layer, train.seed)
+        needs = getattr(self.policy, "needs_relax", None)
+        if needs is not None and model_cfg.relax != needs:
+            raise ConfigError(f"method {self.policy.name!r} needs relax={needs!r} (--relax {needs}), "
+                              f"got relax={model_cfg.relax!r}")
         self.sampler = BatchSampler(self.data.train, train.batch_size, model_cfg.block_size, seed=train.seed + 1)
         self.bus = EventBus()
         self.state = TrainState()
@@ -188,6 +192,10 @@ class Trainer:
         with self.autocast():
             return untie_gradient_norms(self.model, x.to(self.device), y.to(self.device))
 
+    def mixture_dominants(self) -> dict[int, int]:
+        """Soft sharing (``relax=mix``): each mixing position's dominant root."""
+        return self.model.mixture_dominants()
+
     def root_weights(self) -> dict[int, torch.Tensor]:
         """Each root block's parameters flattened into one detached vector, keyed by the root's position."""
         return root_weights(self.model)
@@ -236,6 +244,9 @@ class Trainer:
     # ---- one step --------------------------------------------------------------------
     def train_step(self) -> float:
         start = time.perf_counter()
+        schedule = getattr(self.policy, "mix_temperature", None)
+        if schedule is not None:  # a function of the step, set on every rank (soft sharing)
+            self.model.set_mix_temperature(schedule(self.step, self.total_steps))
         new_map = self.policy.on_step(self.step, self) if self.dist.is_main else None
         new_map = self.dist.broadcast_tie_map(new_map, self.config.model.n_layer)
         if new_map is not None and tuple(new_map) != self.model.tie_map:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
-from .relax import Relaxation, running_tensors
+from .relax import Mixture, Relaxation, running_tensors
 from .tie_stack import TieChange, TiedStack
 from .tying import TieMap, identity_map, resolve_roots, validate_tie_map
 
@@ -85,11 +85,43 @@ class TiedGPT(nn.Module):
         self.blocks = TiedStack(config.n_layer, self._new_block,
                                 identity_map(config.n_layer) if tie_map is None else tie_map, config.tie_mode)
         self.relax = nn.ModuleDict()  # relaxed ties: tied positions' own tensors, keyed by position (relax.py)
+        if config.relax == "mix":  # soft sharing's temperature: a buffer, so checkpoints carry it
+            self.register_buffer("mix_temperature", torch.tensor(1.0))
         if config.relax != "none":
             for i, r in enumerate(self.blocks.roots):
                 if r != i:
-                    root = self.blocks[str(r)]
-                    self.relax[str(i)] = Relaxation(config).init_from(running_tensors(root, None), root)
+                    self.relax[str(i)] = self._fresh_relaxation(i, r, running_tensors(self.blocks[str(r)], None))
+
+    def _fresh_relaxation(self, position: int, root: int, running: dict[str, torch.Tensor]) -> nn.Module:
+        """A new relaxation for a tied ``position`` of ``root``, as close as it can be to what it ``running``."""
+        if self.config.relax == "mix":
+            return Mixture(self.config, position, root).to(self.wte.weight.device)
+        return Relaxation(self.config).to(self.wte.weight.device).init_from(running, self.blocks[str(root)])
+
+    def _own_tensors(self, position: int, follow: bool) -> dict[str, torch.Tensor]:
+        """What a relaxed tied position runs instead of its root's tensors."""
+        module = self.relax[str(position)]
+        if isinstance(module, Mixture):
+            return module.tensors(self.blocks, float(self.mix_temperature), follow)
+        return module.tensors(self.blocks.block_at(position), follow)
+
+    def running_tensors(self, position: int) -> dict[str, torch.Tensor]:
+        """Detached copies of the tensors ``position`` runs now."""
+        module = self.relax[str(position)] if str(position) in self.relax else None
+        mixed = self._own_tensors(position, True) if isinstance(module, Mixture) else None
+        return running_tensors(self.block_at(position), module, mixed)
+
+    def set_mix_temperature(self, temperature: float) -> None:
+        """Soft sharing (``relax=mix``): the softmax temperature of every mixture (lower is harder; 0 is hard)."""
+        if self.config.relax != "mix":
+            raise ValueError(f"the mixture temperature needs relax='mix', this model has relax={self.config.relax!r}")
+        if not temperature >= 0:
+            raise ValueError(f"the mixture temperature must be >= 0 (0 is hard), got {temperature!r}")
+        self.mix_temperature.fill_(float(temperature))
+
+    def mixture_dominants(self) -> dict[int, int]:
+        """Soft sharing: each mixing position's dominant root (its largest logit among the roots)."""
+        return {int(k): m.dominant(self.blocks.roots) for k, m in self.relax.items() if isinstance(m, Mixture)}
 
     def _new_block(self) -> Block:
         """A block with GPT-2's init: N(0, 0.02), output projections scaled by 1/sqrt(2L)."""
@@ -117,23 +149,22 @@ class TiedGPT(nn.Module):
 
         With relaxed ties (``relax.py``) the change keeps what it can of each position's function: a position
         that becomes tied, or changes root, starts its relaxation from the tensors it was running; one that
-        becomes independent starts from exactly what it was running; the others keep their relaxation."""
+        becomes independent starts from exactly what it was running; the others keep their relaxation.
+        A mixture (``relax=mix``) is kept across a change of root when the new root is its dominant one."""
         if self.config.relax == "none":
             return self.blocks.set_tie_map(tie_map)
         old_roots = self.blocks.roots
         new_roots = resolve_roots(validate_tie_map(tie_map, self.config.n_layer))
-        running = {i: running_tensors(self.blocks[str(old_roots[i])], self.relax[str(i)] if str(i) in self.relax
-                                      else None)
-                   for i in range(self.config.n_layer) if old_roots[i] != new_roots[i]}
+        running = {i: self.running_tensors(i) for i in range(self.config.n_layer) if old_roots[i] != new_roots[i]}
         change = self.blocks.set_tie_map(tie_map)
         relax = {}
         for i, r in enumerate(self.blocks.roots):
             if r != i:
-                if i in running:
-                    fresh = Relaxation(self.config).to(self.wte.weight.device)
-                    relax[str(i)] = fresh.init_from(running[i], self.blocks[str(r)])
+                kept = self.relax[str(i)] if str(i) in self.relax else None
+                if isinstance(kept, Mixture) and kept.dominant(new_roots) == r or i not in running:
+                    relax[str(i)] = kept
                 else:
-                    relax[str(i)] = self.relax[str(i)]
+                    relax[str(i)] = self._fresh_relaxation(i, r, running[i])
             elif i in running:  # newly independent: exactly what it ran (root + delta, its own norms)
                 with torch.no_grad():
                     for name, p in self.blocks[str(i)].named_parameters():
@@ -173,7 +204,7 @@ class TiedGPT(nn.Module):
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         follow = self.config.tie_mode == "follow"
-        own = {k: m.tensors(self.blocks.block_at(int(k)), follow) for k, m in self.relax.items()}
+        own = {k: self._own_tensors(int(k), follow) for k in self.relax}
         for k, tensors in (overrides or {}).items():
             own[k] = {**own.get(k, {}), **tensors}
         x = self.blocks(x, own or None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 from .model import TiedGPT
-from .relax import running_tensors
 
 
 def root_weights(model: TiedGPT) -> dict[int, torch.Tensor]:
@@ -24,8 +23,7 @@ def untie_gradient_norms(model: TiedGPT, x: torch.Tensor, y: torch.Tensor) -> di
     tied = [i for i, r in enumerate(model.roots) if r != i]
     if not tied:
         return {}
-    own = {str(i): {n: t.requires_grad_(True) for n, t in running_tensors(
-        model.block_at(i), model.relax[str(i)] if str(i) in model.relax else None).items()} for i in tied}
+    own = {str(i): {n: t.requires_grad_(True) for n, t in model.running_tensors(i).items()} for i in tied}
     was_training = model.training
     model.eval()
     try:

@@ -4,6 +4,10 @@
 - ``lora``: its own norms plus a rank-r delta ``B @ A`` on each of the block's four weight matrices, as in
   relaxed recursive transformers (about 16 r x width parameters); in follow mode the root's weights are
   constants there and only ``A``, ``B`` and the norms train.
+- ``mix``: soft sharing. The position runs a softmax mixture of *every* root's tensors, with one logit per
+  position of the stack (only roots count) and a temperature the ``soft`` method anneals to 0 (hard: exactly its
+  dominant root); its map entry names that root. In follow mode only the logits learn there (the roots' tensors
+  are constants), so a mixing position costs what a plain tie costs, plus the mixing.
 
 Every relaxation parameter counts as trainable, in parameter counts and in the memory floor. Transitions keep
 what they can of the function (``init_from``): a position that becomes tied starts from the norms it was
@@ -12,6 +16,8 @@ root's; a position that becomes independent starts from exactly what it was runn
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,10 +35,15 @@ def lora_shapes(config: GPTConfig) -> dict[str, tuple[int, int]]:
             "mlp.c_proj.weight": (c, 4 * c)}
 
 
+MIX_PEAK = 2.0  # a fresh mixture's logit for its own root (the others start at 0): 71% of the weight of 4 roots
+
+
 def relaxation_numel(config: GPTConfig) -> int:
     """Parameters one relaxed tied position adds."""
     if config.relax == "none":
         return 0
+    if config.relax == "mix":
+        return config.n_layer
     norms = 2 * config.n_embd * (1 + int(config.bias))
     if config.relax == "norms":
         return norms
@@ -43,6 +54,8 @@ def relaxation_tensor_count(config: GPTConfig) -> int:
     """Parameter tensors one relaxed tied position adds (each gets an AdamW step counter)."""
     if config.relax == "none":
         return 0
+    if config.relax == "mix":
+        return 1
     return (4 if config.bias else 2) + (2 * len(LORA_TARGETS) if config.relax == "lora" else 0)
 
 
@@ -95,9 +108,60 @@ class Relaxation(nn.Module):
         return self
 
 
-def running_tensors(block: nn.Module, relaxation: Relaxation | None) -> dict[str, torch.Tensor]:
-    """Detached copies of the tensors a position runs: its block's, with its relaxation applied."""
+class Mixture(nn.Module):
+    """A tied position of ``relax=mix``: ``logits`` over the stack's positions. Only the roots before the position
+    take part, so its dominant root is always a valid tie target; a root that appears or vanishes before it changes
+    the mixture (a new root joins with the logit the position holds for it, 0 unless learned before)."""
+
+    def __init__(self, config: GPTConfig, position: int, root: int) -> None:
+        super().__init__()
+        if not 0 <= root < position < config.n_layer:
+            raise ValueError(f"a mixing position must follow its root, got position {position}, root {root}")
+        self.position = position
+        self.logits = nn.Parameter(torch.zeros(config.n_layer))
+        with torch.no_grad():
+            self.logits[root] = MIX_PEAK
+
+    def candidates(self, roots: Iterable[int]) -> list[int]:
+        """The roots this position mixes: those before it."""
+        return sorted(r for r in set(roots) if r < self.position)
+
+    def weights(self, roots: Sequence[int], temperature: float) -> torch.Tensor:
+        """Softmax over the logits of ``roots``, at ``temperature``. Temperature 0 is hard: exactly one-hot on the
+        dominant root in the forward pass, with the softmax's gradient (straight-through), so the position runs
+        its root bit for bit and its logits still learn."""
+        logits = self.logits[list(roots)]
+        if temperature > 0:
+            return torch.softmax(logits / temperature, dim=0)
+        soft = torch.softmax(logits, dim=0)
+        hard = torch.zeros_like(soft)
+        hard[int(torch.argmax(logits.detach()))] = 1.0
+        return hard + (soft - soft.detach())
+
+    def dominant(self, roots: Sequence[int]) -> int:
+        """The root before this position with the largest logit (the earlier one on a tie)."""
+        candidates = self.candidates(roots)
+        return candidates[int(torch.argmax(self.logits.detach()[candidates]))]
+
+    def tensors(self, blocks: Mapping[str, nn.Module], temperature: float, follow: bool) -> dict[str, torch.Tensor]:
+        """The mixture of the root blocks before this position (constants in follow mode: only the logits learn)."""
+        roots = self.candidates(int(k) for k in blocks)
+        w = self.weights(roots, temperature)
+        named = [dict(blocks[str(r)].named_parameters()) for r in roots]
+        out = {}
+        for name in named[0]:
+            stacked = torch.stack([(n[name].detach() if follow else n[name]) for n in named])
+            out[name] = torch.tensordot(w.to(stacked.dtype), stacked, dims=1)
+        return out
+
+
+def running_tensors(block: nn.Module, relaxation: Relaxation | None,
+                    mixed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Detached copies of the tensors a position runs: its block's, with its relaxation applied (or, for a
+    ``Mixture``, the ``mixed`` tensors it runs, which only the model can compute)."""
     tensors = {n: p.detach() for n, p in block.named_parameters()}
-    if relaxation is not None:
+    if mixed is not None:
+        tensors.update({n: t.detach() for n, t in mixed.items()})
+    elif relaxation is not None:
         tensors.update({n: t.detach() for n, t in relaxation.tensors(block, follow=True).items()})
     return {n: t.clone() for n, t in tensors.items()}

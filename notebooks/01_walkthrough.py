@@ -146,4 +146,4 @@ else:
 # the new block starts from the weights it was running). `--probe-transitions` logs that jump at every change, and
 # `docs/STUDY.md` tests what helps, one factor at a time: deciding less often or committing to a map, pricing
 # switches, relaxed ties that keep a block's own norms or a low-rank difference, and methods without RL (`shrink`,
-# `grow`, `sandwich`).
+# `grow`, `soft`, `sandwich`).

@@ -45,9 +45,11 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
             experiment_config(**cell.params)
     assert {experiment_config(**c.params).train.steps for c in grids["cpu-horizon"].cells} == {13200}  # 300 ep.
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
-    assert len(screen) == 36 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
+    assert len(screen) == 40 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
     relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge
     assert (relaxed.model.relax, relaxed.data.tokenizer, relaxed.method.name) == ("norms", "char", "dlt")
+    soft = screen["wikitext-2-raw__soft-4-share"]
+    assert (soft.method.name, soft.method.n_unique, soft.model.relax, soft.model.tie_mode) == ("soft", 4, "mix", "share")
     assert "variant" not in grids["study-screen"].cells[0].params  # variant names cells, it is no parameter
     for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
                           ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:

@@ -2,7 +2,8 @@
 
 One registry maps method names to builders: the fixed schemes, ``random-fixed`` and
 ``manual`` (``fixed.py``), the DLT agent ``dlt`` with its control ``random``
-(``dlt.py``), and ``shrink``, progressive tying without RL (``progressive.py``). To add
+(``dlt.py``), and ``shrink`` and ``grow``, progressive tying without RL (``progressive.py``), and ``soft``, soft sharing
+hardened late (``soft.py``). To add
 a policy: write a class with the ``TiePolicy`` methods and add a
 ``MethodSpec`` for it to a ``SPECS`` tuple listed below.
 """
@@ -10,12 +11,13 @@ a policy: write a class with the ``TiePolicy`` methods and add a
 from __future__ import annotations
 
 from ..config import MethodConfig
-from . import dlt, fixed, progressive
+from . import dlt, fixed, progressive, soft
 from .base import MethodSpec, PolicyHost, TiePolicy
 from .dlt import DLTAgent, QNetwork, slice_start
 from .fixed import FixedPolicy, ManualPolicy
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (*fixed.SPECS, *dlt.SPECS, *progressive.SPECS)}
+METHODS: dict[str, MethodSpec] = {spec.name: spec
+                                  for spec in (*fixed.SPECS, *dlt.SPECS, *progressive.SPECS, *soft.SPECS)}
 
 
 def available_methods() -> list[str]:

@@ -46,6 +46,10 @@ class PolicyHost(Protocol):
         """For each tied position, the norm of the gradient its weights would get if it were independent."""
         ...
 
+    def mixture_dominants(self) -> dict[int, int]:
+        """Soft sharing (``relax=mix``): each mixing position's dominant root."""
+        ...
+
 
 class TiePolicy(Protocol):
     name: str
