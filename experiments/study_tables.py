@@ -1,0 +1,164 @@
+"""Issue 9's tables and figures from a study results folder, written into docs/STUDY.md.
+
+    .venv/bin/python experiments/study_tables.py runs/study-screen --doc docs/STUDY.md --figures docs/study
+
+Reads every finished cell ``<dataset>__<variant>/run`` of a grid made by ``dyntie reproduce`` (such as
+``grids/study-screen.yaml``), groups the variants by hypothesis, and replaces the part of ``--doc`` between
+``<!-- screen:start -->`` and ``<!-- screen:end -->`` with one table per hypothesis and dataset. It also draws
+the Pareto plot (trainable parameters against test perplexity) per dataset and the tie-map history of the best
+dynamic variant per dataset, as PNGs in ``--figures``. Nothing here is tuned by hand: rerun it after more cells
+finish. Cells that have not finished are listed as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from dyntie_core.fileio import write_text_atomic
+from dyntie_core.report import dataset_label, method_label
+from dyntie_core.rundir import RunDir
+from dyntie_core.staticplots import run_history_png
+
+CONTROLS = ("vanilla", "random-fixed-4", "cycle-rev-4")
+HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Controls and the paper's agent", ("vanilla", "random-fixed-4", "cycle-rev-4", "dlt")),
+    ("H1 churn: decide less often, commit, price switches", ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch")),
+    ("H2 transitions: carry the AdamW moments into untied blocks", ("dlt", "dlt-carry")),
+    ("H3 relaxed ties: own norms, LoRA deltas", ("dlt", "dlt-relax", "dlt-lora")),
+    ("H4 tie mode: share against follow", ("dlt", "dlt-share")),
+    ("H5 reward: loss improvement, size penalty", ("dlt", "dlt-lossimp", "dlt-lossimp-penalty")),
+    ("H6 baselines without RL: sandwich, shrink, grow, soft", ("sandwich-4", "shrink-4", "shrink-4-relax",
+                                                               "shrink-4-lora", "grow-4", "soft-4", "soft-4-share")),
+)
+DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
+           "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "grow-4", "soft-4",
+           "soft-4-share")
+START, END = "<!-- screen:start -->", "<!-- screen:end -->"
+
+
+def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{dataset: {variant: row}} over the finished cells below ``results`` (seeds averaged)."""
+    found: dict[tuple[str, str], list[RunDir]] = {}
+    for summary in sorted(results.glob("*/run/summary.json")):
+        run = RunDir(summary.parent)
+        variant = summary.parent.parent.name.rsplit("__", 1)[-1]
+        found.setdefault((dataset_label(run.read_config().data.dataset), variant), []).append(run)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (dataset, variant), runs in found.items():
+        s = [r.read_summary() for r in runs]
+        steps, _ = runs[0].tie_log()
+        jumps = [r["loss_after"] - r["loss_before"] for r in runs[0].read_jsonl(RunDir.TIE_MAPS)[1:]
+                 if r.get("loss_before") is not None and r.get("loss_after") is not None]
+        out.setdefault(dataset, {})[variant] = {
+            "label": method_label(runs[0].read_config()), "seeds": len(s), "run": runs[0].path,
+            "test": statistics.fmean(x["test_ppl"] for x in s), "val": statistics.fmean(x["best_val_ppl"] for x in s),
+            "test_std": statistics.stdev([x["test_ppl"] for x in s]) if len(s) > 1 else 0.0,
+            "unique": statistics.fmean(x["unique_blocks"] for x in s),
+            "trainable": statistics.fmean(x["trainable_params"] for x in s),
+            "state": statistics.fmean(x["memory"]["model_state"] for x in s),
+            "predicted": statistics.fmean(x["memory_predicted"]["model_state"] for x in s),
+            "tokens_per_s": statistics.fmean(x["tokens_per_s"] for x in s),
+            "changes": len(steps) - 1, "jumps": jumps,
+        }
+    return out
+
+
+def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[str]:
+    vanilla = rows.get("vanilla")
+    fixed = [rows[c]["test"] for c in CONTROLS[1:] if c in rows]
+    best_fixed = min(fixed) if fixed else None
+    lines = ["| variant | method | test ppl | vs vanilla | vs best fixed control | val ppl | unique blocks "
+             "| trainable params | model state (= predicted) | tokens/s vs vanilla (noisy) | tie changes | mean jump |",
+             "|" + " --- |" * 12]
+    for v in variants:
+        r = rows.get(v)
+        if r is None:
+            lines.append(f"| {v} | not finished yet |" + " |" * 10)
+            continue
+        exact = "yes" if abs(r["state"] - r["predicted"]) <= 0.02 * r["predicted"] else "NO"
+        jump = f"{statistics.fmean(r['jumps']):+.4f}" if r["jumps"] else "-"
+        lines.append(
+            f"| {v} | `{r['label']}` | {r['test']:.2f} | {r['test'] / vanilla['test']:.3f}x | "
+            f"{'-' if best_fixed is None or v in CONTROLS else format(r['test'] / best_fixed, '.3f') + 'x'} | "
+            f"{r['val']:.2f} | {r['unique']:g} | {r['trainable']:,.0f} | {r['state'] / 2**20:.2f} MiB ({exact}) | "
+            f"{r['tokens_per_s'] / vanilla['tokens_per_s']:.2f} | {r['changes']} | {jump} |"
+            if vanilla else f"| {v} | `{r['label']}` | {r['test']:.2f} | - | - | {r['val']:.2f} | {r['unique']:g} "
+            f"| {r['trainable']:,.0f} | - | - | {r['changes']} | {jump} |")
+    return lines
+
+
+def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for v, r in rows.items():
+        kind = "C0" if v in CONTROLS else ("C3" if v.startswith("dlt") else "C2")
+        ax.scatter(r["trainable"] / 1e6, r["test"], color=kind, s=30)
+        ax.annotate(v, (r["trainable"] / 1e6, r["test"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("trainable parameters (millions)")
+    ax.set_ylabel("test perplexity")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path) -> str:
+    figures.mkdir(parents=True, exist_ok=True)
+    out = []
+    for dataset in sorted(data):
+        rows = data[dataset]
+        slug = dataset.replace("/", "-")
+        out += [f"### {dataset}", ""]
+        for title, variants in HYPOTHESES:
+            out += [f"**{title}**", "", *_table(rows, variants), ""]
+        (figures / f"pareto-{slug}.png").write_bytes(_pareto(rows, f"{dataset}: trainable parameters vs test "
+                                                                   "perplexity"))
+        out += ["Pareto plot (blue: controls; red: the paper's agent and its variants; green: baselines without "
+                "RL; lower left is better):", "",
+                f"![Pareto plot, {dataset}]({(figures / f'pareto-{slug}.png').relative_to(doc_dir)})", ""]
+        dynamic = [v for v in DYNAMIC if v in rows and rows[v]["unique"] <= 4]
+        if dynamic:
+            best = min(dynamic, key=lambda v: rows[v]["test"])
+            path = figures / f"history-{slug}-{best}.png"
+            path.write_bytes(run_history_png(rows[best]["run"]))
+            out += [f"Tie-map history of the best dynamic variant with at most 4 unique blocks ({best}):", "",
+                    f"![tie-map history, {best}]({path.relative_to(doc_dir)})", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a results folder made by dyntie reproduce")
+    parser.add_argument("--doc", type=Path, default=Path("docs/STUDY.md"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/study"))
+    args = parser.parse_args(argv)
+    data = collect(args.results)
+    if not data:
+        print(f"no finished cells below {args.results}", file=sys.stderr)
+        return 2
+    text = args.doc.read_text()
+    if START not in text or END not in text:
+        print(f"{args.doc} has no {START} ... {END} section to fill", file=sys.stderr)
+        return 2
+    body = render(data, args.figures, args.doc.parent)
+    head, rest = text.split(START, 1)
+    write_text_atomic(args.doc, head + START + "\n" + body + "\n" + END + rest.split(END, 1)[1])
+    print(f"wrote {args.doc} and the figures in {args.figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
