@@ -1,5 +1,7 @@
 """Training-step speed and model-state memory of tied maps against vanilla, measured in one run.
 
+The soft-sharing variant (``soft``, ``relax=mix``) ties as many positions as the cycle map, and each of them
+mixes the templates' tensors at every step (the mixing is the same at any temperature).
 The DLT agent variant includes everything the agent adds to a step: its decision every
 K steps and the reward pass (one extra eval-mode forward on a fresh batch). It starts
 all tied and explores (epsilon 1), which keeps about 75% of 12 blocks tied (H_12 = 3.1 roots).
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"cycle-{args.n_unique} (share)", {"tie_mode": "share"}, cycle),
         (f"cycle-{args.n_unique} (follow, relax=norms)", {"relax": "norms"}, cycle),
         (f"cycle-{args.n_unique} (follow, relax=lora r=4)", {"relax": "lora", "relax_rank": 4}, cycle),
+        (f"soft-{args.n_unique} (follow, relax=mix)", {"relax": "mix"}, MethodConfig("soft", n_unique=args.n_unique)),
         ("dlt agent (follow, K=4)", {}, MethodConfig("dlt")),
     ]
     trainers = {}
