@@ -49,7 +49,8 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge
     assert (relaxed.model.relax, relaxed.data.tokenizer, relaxed.method.name) == ("norms", "char", "dlt")
     soft = screen["wikitext-2-raw__soft-4-share"]
-    assert (soft.method.name, soft.method.n_unique, soft.model.relax, soft.model.tie_mode) == ("soft", 4, "mix", "share")
+    assert (soft.method.name, soft.method.n_unique, soft.model.relax, soft.model.tie_mode) == ("soft", 4, "mix",
+                                                                                               "share")
     assert "variant" not in grids["study-screen"].cells[0].params  # variant names cells, it is no parameter
     for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
                           ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:
