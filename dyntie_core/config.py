@@ -159,6 +159,8 @@ class TrainConfig(Serializable):
                                 "and metrics, mark the run diverged) or skip (drop that step's update)")
     untie_moments: str = option("fresh", "AdamW state of a block that becomes independent: fresh (the paper) or "
                                 "carry (a copy of its root's moments, like its weights)")
+    mix_lr_scale: float = option(30.0, "learning-rate multiplier of soft sharing's mixture logits (relax=mix): "
+                                 "a few scalars per position that must move by about 1 within the run")
     probe_transitions: bool = option(False, "log the loss of a fixed validation batch just before and after every "
                                      "tie change (what each transition costs; two extra forward passes)")
     seed: int = option(1337, "random seed (model init, batches, dropout, policies)")
@@ -188,6 +190,7 @@ class TrainConfig(Serializable):
         _check(0 <= self.min_lr <= self.lr, f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
         _check(self.lr_schedule in LR_SCHEDULES,
                f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        _check(self.mix_lr_scale > 0, f"TrainConfig.mix_lr_scale must be > 0, got {self.mix_lr_scale}")
         _check(self.grad_clip >= 0, f"TrainConfig.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "TrainConfig.beta1/beta2 must be in [0, 1)")
 

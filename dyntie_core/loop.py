@@ -253,7 +253,7 @@ class Trainer:
             self.apply_tie_map(new_map, reason=self.policy.name)
         lr = lr_at(self.step, self.config.train)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         x, y = self.sampler.sample()
         if self.dist.active:  # every rank drew the same global batch; each trains on its slice
             per_rank = x.shape[0] // self.dist.world_size

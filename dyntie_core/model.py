@@ -102,7 +102,7 @@ class TiedGPT(nn.Module):
         """What a relaxed tied position runs instead of its root's tensors."""
         module = self.relax[str(position)]
         if isinstance(module, Mixture):
-            return module.tensors(self.blocks, float(self.mix_temperature), follow)
+            return module.tensors(self.blocks, float(self.mix_temperature), follow, self.blocks.roots[position])
         return module.tensors(self.blocks.block_at(position), follow)
 
     def running_tensors(self, position: int) -> dict[str, torch.Tensor]:

@@ -21,12 +21,20 @@ def _wants_decay(p: torch.Tensor) -> bool:
     return p.dim() >= 2
 
 
+def _group_kind(name: str, p: torch.Tensor) -> str:
+    """``decay``, ``no_decay``, or ``mix`` (soft sharing's mixture logits: no decay, their own learning rate)."""
+    if name.startswith("relax.") and name.endswith(".logits"):
+        return "mix"
+    return "decay" if _wants_decay(p) else "no_decay"
+
+
 def configure_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if _wants_decay(p)], "weight_decay": train.weight_decay, "decays": True},
-        {"params": [p for p in params if not _wants_decay(p)], "weight_decay": 0.0, "decays": False},
-    ]
+    """AdamW with three groups: decayed matrices, the rest, and mixture logits at ``train.mix_lr_scale`` x the
+    learning rate (the loop sets ``lr = schedule x lr_scale`` in every group at every step)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    settings = {"decay": (train.weight_decay, 1.0), "no_decay": (0.0, 1.0), "mix": (0.0, train.mix_lr_scale)}
+    groups = [{"params": [p for n, p in named if _group_kind(n, p) == kind], "weight_decay": decay,
+               "lr_scale": scale, "kind": kind} for kind, (decay, scale) in settings.items()]
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), foreach=True)
 
 
@@ -35,7 +43,8 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[
 
     Returns ``(added, removed)`` counts of parameter tensors. Idempotent.
     """
-    wanted = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    wanted = [p for _, p in named]
     wanted_ids = {id(p) for p in wanted}
     removed = 0
     held: set[int] = set()
@@ -51,10 +60,10 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[
                 removed += 1
         group["params"] = kept
     added = 0
-    for p in wanted:
+    for name, p in named:
         if id(p) in held:
             continue
-        group = next(g for g in optimizer.param_groups if g.get("decays", True) == _wants_decay(p))
+        group = next(g for g in optimizer.param_groups if g["kind"] == _group_kind(name, p))
         group["params"].append(p)
         optimizer.state.pop(p, None)  # fresh Adam moments, created lazily at the next step
         added += 1

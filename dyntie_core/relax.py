@@ -35,7 +35,7 @@ def lora_shapes(config: GPTConfig) -> dict[str, tuple[int, int]]:
             "mlp.c_proj.weight": (c, 4 * c)}
 
 
-MIX_PEAK = 2.0  # a fresh mixture's logit for its own root (the others start at 0): 71% of the weight of 4 roots
+MIX_PEAK = 1.0  # a fresh mixture's logit for its own root (the others start at 0): 48% of the weight of 4 roots
 
 
 def relaxation_numel(config: GPTConfig) -> int:
@@ -126,16 +126,18 @@ class Mixture(nn.Module):
         """The roots this position mixes: those before it."""
         return sorted(r for r in set(roots) if r < self.position)
 
-    def weights(self, roots: Sequence[int], temperature: float) -> torch.Tensor:
-        """Softmax over the logits of ``roots``, at ``temperature``. Temperature 0 is hard: exactly one-hot on the
-        dominant root in the forward pass, with the softmax's gradient (straight-through), so the position runs
-        its root bit for bit and its logits still learn."""
-        logits = self.logits[list(roots)]
+    def weights(self, roots: Sequence[int], temperature: float, root: int | None = None) -> torch.Tensor:
+        """Softmax over the logits of ``roots``, at ``temperature``. Temperature 0 is hard: exactly one-hot on
+        ``root`` (the map's; default the dominant one), so the position runs that root bit for bit. The logits then
+        no longer matter; they keep the softmax's gradient (straight-through) only so that every parameter takes
+        part in the step, as data parallelism requires."""
+        roots = list(roots)
+        logits = self.logits[roots]
         if temperature > 0:
             return torch.softmax(logits / temperature, dim=0)
         soft = torch.softmax(logits, dim=0)
         hard = torch.zeros_like(soft)
-        hard[int(torch.argmax(logits.detach()))] = 1.0
+        hard[roots.index(root) if root is not None else int(torch.argmax(logits.detach()))] = 1.0
         return hard + (soft - soft.detach())
 
     def dominant(self, roots: Sequence[int]) -> int:
@@ -143,10 +145,12 @@ class Mixture(nn.Module):
         candidates = self.candidates(roots)
         return candidates[int(torch.argmax(self.logits.detach()[candidates]))]
 
-    def tensors(self, blocks: Mapping[str, nn.Module], temperature: float, follow: bool) -> dict[str, torch.Tensor]:
-        """The mixture of the root blocks before this position (constants in follow mode: only the logits learn)."""
+    def tensors(self, blocks: Mapping[str, nn.Module], temperature: float, follow: bool,
+                root: int | None = None) -> dict[str, torch.Tensor]:
+        """The mixture of the root blocks before this position (constants in follow mode: only the logits learn);
+        at temperature 0, exactly ``root``'s tensors."""
         roots = self.candidates(int(k) for k in blocks)
-        w = self.weights(roots, temperature)
+        w = self.weights(roots, temperature, root)
         named = [dict(blocks[str(r)].named_parameters()) for r in roots]
         out = {}
         for name in named[0]:

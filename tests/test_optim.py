@@ -58,6 +58,7 @@ def test_sync_is_idempotent_and_keeps_decay_groups(tiny_config):
     model.set_tie_map([0, 1, 2, 3])
     assert sync_optimizer(opt, model)[0] == 3 * len(list(model.blocks["0"].parameters()))
     assert sync_optimizer(opt, model) == (0, 0)
-    decay, no_decay = opt.param_groups
+    decay, no_decay, mix = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert mix["params"] == [] and decay["lr_scale"] == no_decay["lr_scale"] == 1.0

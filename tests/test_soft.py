@@ -11,7 +11,9 @@ from dyntie_core import GPTConfig, TiedGPT, TrainConfig, configure_optimizer, co
 from dyntie_core.config import ConfigError, ProgressiveConfig
 from dyntie_core.loop import Trainer
 from dyntie_core.memory import measure_memory, predict_memory
+from dyntie_core.optim import sync_optimizer
 from dyntie_core.policies.soft import FINAL_SOFT, SoftPolicy
+from dyntie_core.relax import MIX_PEAK
 from dyntie_core.rundir import RunDir
 
 from .conftest import small_run_config
@@ -53,7 +55,7 @@ def test_a_fresh_mixture_weighs_its_own_root_most_and_temperature_zero_runs_the_
     mixed, plain = TiedGPT(cfg, (0, 1, 0, 1)), TiedGPT(GPTConfig(**CFG), (0, 1, 0, 1))
     plain.load_state_dict({k: v for k, v in mixed.state_dict().items() if k in plain.state_dict()})
     w = mixed.relax["2"].weights([0, 1], 1.0).detach()
-    assert w[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item()) and w.sum().item() == pytest.approx(1.0)
+    assert w[0] == pytest.approx(torch.sigmoid(torch.tensor(MIX_PEAK)).item()) and w.sum().item() == pytest.approx(1.0)
     assert not torch.allclose(_logits(mixed), _logits(plain), atol=1e-4)  # soft: a blend of both roots
     mixed.set_mix_temperature(0.0)
     assert torch.equal(_logits(mixed), _logits(plain))  # hard: bit for bit the plain tie
@@ -107,6 +109,21 @@ def test_untying_a_mixing_position_keeps_exactly_what_it_ran():
     assert torch.allclose(_logits(model), before, atol=1e-6)
 
 
+def test_mixture_logits_train_in_their_own_group_at_a_scaled_learning_rate(tmp_path):
+    model = TiedGPT(GPTConfig(**CFG, relax="mix"), (0, 1, 0, 1))
+    opt = configure_optimizer(model, TrainConfig(weight_decay=0.1, mix_lr_scale=30.0))
+    mix = next(g for g in opt.param_groups if g["kind"] == "mix")
+    assert mix["params"] == [model.relax["2"].logits, model.relax["3"].logits]
+    assert (mix["weight_decay"], mix["lr_scale"]) == (0.0, 30.0)
+    model.set_tie_map((0, 1, 2, 1))  # position 3 gets a fresh mixture; position 2 becomes a root
+    sync_optimizer(opt, model)
+    assert mix["params"] == [model.relax["3"].logits]
+    trainer = Trainer(_soft_config(3, mix_lr_scale=30.0))
+    trainer.train_step()
+    lrs = {g["kind"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["mix"] == pytest.approx(30.0 * lrs["decay"]) and lrs["decay"] == lrs["no_decay"]
+
+
 def test_the_temperature_schedule_anneals_to_hard_at_the_end_of_the_window():
     policy = SoftPolicy(12, 4, ProgressiveConfig(start=0.25, end=0.75))
     assert policy.initial_tie_map(12) == (0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)
@@ -124,15 +141,23 @@ def test_soft_needs_the_mix_relaxation():
 
 
 def test_soft_training_hardens_keeps_its_templates_and_resumes_exactly(tmp_path):
-    config = _soft_config(40, checkpoint_interval=15)
+    config = _soft_config(40, checkpoint_interval=15)  # soft until step 10, annealed until 20, hard from 20
     full = Trainer(config, run_dir=tmp_path / "full")
     summary = full.run()
-    maps = [tuple(r["tie_map"]) for r in RunDir(tmp_path / "full").read_jsonl(RunDir.TIE_MAPS)]
-    assert all(m[:2] == (0, 1) and set(m) <= {0, 1} for m in maps)  # templates never change: 2 unique blocks
-    assert float(full.model.mix_temperature) == 0.0
-    assert {i: r for i, r in enumerate(full.model.tie_map) if i >= 2} == full.model.mixture_dominants()
-    assert summary["unique_blocks"] == 2
-    # resumed from the checkpoint at step 15 (soft phase): the same final weights, bit for bit
+    rows = RunDir(tmp_path / "full").read_jsonl(RunDir.TIE_MAPS)
+    assert all(r["tie_map"][:2] == [0, 1] and set(r["tie_map"]) <= {0, 1} for r in rows)  # 2 templates throughout
+    assert all(r["step"] <= 20 for r in rows)  # the map is final from the first hard step
+    assert float(full.model.mix_temperature) == 0.0 and summary["unique_blocks"] == 2
+    hard = TiedGPT(full.model.config, full.model.tie_map)  # hard: the model is a plain follow tie, bit for bit
+    plain = TiedGPT(dataclasses.replace(full.model.config, relax="none"), full.model.tie_map)
+    hard.load_state_dict(full.model.state_dict())
+    plain.load_state_dict({k: v for k, v in full.model.state_dict().items() if k in plain.state_dict()})
+    with torch.no_grad():  # even where a mixture has come to prefer another template since
+        hard.relax["3"].logits.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0]) + 5.0 * (torch.arange(4) == 1 - hard.roots[3]))
+    assert hard.mixture_dominants()[3] != hard.roots[3]
+    idx = torch.randint(0, full.model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(hard.eval()(idx)[0], plain.eval()(idx)[0])
+    # resumed from the checkpoint at step 15 (annealing): the same final weights, bit for bit
     half = Trainer(config, run_dir=tmp_path / "half")
     half.train(max_steps=15)
     half.save_checkpoint("last")

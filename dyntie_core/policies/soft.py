@@ -3,9 +3,10 @@
 The first ``n_unique`` blocks are templates and stay independent; every later position runs a learned softmax
 mixture of the templates (``GPTConfig.relax="mix"``, ``relax.Mixture``), starting peaked at template
 ``i mod n_unique``. The temperature is 1 until ``ProgressiveConfig.start``, falls geometrically to
-``FINAL_SOFT`` at ``end``, and is 0 (hard: each position runs exactly its dominant template) after that. The
-tie map always names each position's dominant template, so the dashboard shows the assignment as it forms and
-the map at the end is the hardened one. Templates never change, so the map keeps ``n_unique`` blocks throughout.
+``FINAL_SOFT`` at ``end``, and is 0 (hard) after that. Until the first hard step the tie map follows each
+position's dominant template, so the dashboard shows the assignment as it forms; at that step the map is final,
+and from then on each position runs exactly its map entry's template (a plain follow tie, plus the mixing).
+Templates never change, so the map keeps ``n_unique`` blocks throughout.
 
 The policy keeps no state: the temperature is a function of the step and the map is read off the model, so
 resuming is exact. Every rank of a data-parallel job sets the same temperature (``mix_temperature``).
@@ -50,6 +51,9 @@ class SoftPolicy:
         return float(FINAL_SOFT ** ((step - start) / (end - start)))
 
     def on_step(self, step: int, host: PolicyHost) -> Sequence[int] | None:
+        """Follow each position's dominant template until the first hard step; the map is final from then on."""
+        if step > 0 and self.mix_temperature(step - 1, host.total_steps) == 0.0:
+            return None
         dominants = host.mixture_dominants()
         new = tuple(dominants.get(i, r) for i, r in enumerate(host.tie_map))
         return new if new != tuple(host.tie_map) else None
