@@ -29,7 +29,7 @@ REWARDS = ("clipped-ppl", "loss-improvement")
 REWARD_SPLITS = ("train", "valid")
 DTYPES = ("float32", "bfloat16")
 UNTIE_MOMENTS = ("fresh", "carry")
-PROGRESSIVE_CRITERIA = ("cosine",)
+PROGRESSIVE_CRITERIA = ("cosine", "loss")
 
 
 class ConfigError(ValueError):
@@ -290,7 +290,8 @@ class ProgressiveConfig(Serializable):
 
     start: float = option(0.25, "fraction of the steps before the first tie")
     end: float = option(0.75, "fraction of the steps by which the target unique-block count is reached")
-    criterion: str = option("cosine", "shrink: which pair of roots to tie: cosine (the most similar weights)")
+    criterion: str = option("cosine", "shrink: which pair of roots to tie: cosine (the most similar weights) or "
+                            "loss (the tie that raises a training probe batch's loss least)")
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.start <= self.end <= 1.0,

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .metrics import TrainState, build_summary, eval_record, flops_per_token, pe
 from .model import TiedGPT
 from .optim import carry_state, configure_optimizer, load_optimizer_state, optimizer_state_tensors, sync_optimizer
 from .policies import TiePolicy, make_policy
-from .probes import root_weights, untie_gradient_norms
+from .probes import root_weights, tie_losses, untie_gradient_norms
 from .rundir import RunDir, model_from_checkpoint
 from .runlog import RunLogger
 from .tie_stack import TieChange
@@ -191,6 +192,14 @@ class Trainer:
         x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
         with self.autocast():
             return untie_gradient_norms(self.model, x.to(self.device), y.to(self.device))
+
+    def tie_losses(self, tie_maps: Sequence[Sequence[int]]) -> list[float]:
+        """The loss one probe batch of training data would have under each candidate map
+        (``probes.tie_losses``: the model and the batch stream are not touched)."""
+        generator = torch.Generator().manual_seed(self.config.train.seed + 4 + self.step)
+        x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
+        with self.autocast():
+            return tie_losses(self.model, tie_maps, x.to(self.device), y.to(self.device))
 
     def mixture_dominants(self) -> dict[int, int]:
         """Soft sharing (``relax=mix``): each mixing position's dominant root."""

@@ -5,6 +5,9 @@ They read the model and never change it: no optimizer step, no gradient left on 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch
 
 from .model import TiedGPT
@@ -37,3 +40,16 @@ def untie_gradient_norms(model: TiedGPT, x: torch.Tensor, y: torch.Tensor) -> di
         k += len(own[str(i)])
         norms[i] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
     return norms
+
+
+@torch.no_grad()
+def tie_losses(model: TiedGPT, tie_maps: Sequence[Sequence[int]], x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """The loss on batch ``(x, y)`` (eval mode) that the model would have under each candidate tie map, each
+    applied as a tie change (relaxations included) to a throwaway copy, so the model itself never changes."""
+    losses = []
+    for tie_map in tie_maps:
+        trial = copy.deepcopy(model)
+        trial.set_tie_map(tie_map)
+        trial.eval()
+        losses.append(float(trial(x, y)[1]))
+    return losses

@@ -31,12 +31,13 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("H3 relaxed ties: own norms, LoRA deltas", ("dlt", "dlt-relax", "dlt-lora")),
     ("H4 tie mode: share against follow", ("dlt", "dlt-share")),
     ("H5 reward: loss improvement, size penalty", ("dlt", "dlt-lossimp", "dlt-lossimp-penalty")),
-    ("H6 baselines without RL: sandwich, shrink, grow, soft", ("sandwich-4", "shrink-4", "shrink-4-relax",
-                                                               "shrink-4-lora", "grow-4", "soft-4", "soft-4-share")),
+    ("H6 baselines without RL: sandwich, shrink, grow, soft", (
+        "sandwich-4", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss", "shrink-4-early", "grow-4",
+        "soft-4", "soft-4-share")),
 )
 DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
-           "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "grow-4", "soft-4",
-           "soft-4-share")
+           "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
+           "shrink-4-early", "grow-4", "soft-4", "soft-4-share")
 START, END = "<!-- screen:start -->", "<!-- screen:end -->"
 
 

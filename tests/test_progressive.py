@@ -72,6 +72,54 @@ def test_shrink_in_training_reaches_its_target_and_resumes_exactly(tmp_path):
     assert resumed["tie_map"] == summary["tie_map"] and resumed["test_ppl"] == summary["test_ppl"]
 
 
+class FakeLossHost(FakeHost):
+    """Tying root ``drop`` into ``keep`` costs ``cost[(keep, drop)]`` (1.0 unless listed)."""
+
+    def __init__(self, total_steps: int, cost: dict[tuple[int, int], float]) -> None:
+        super().__init__(total_steps)
+        self.cost, self.asked = cost, []
+
+    def tie_losses(self, tie_maps):
+        self.asked.append(len(tie_maps))
+        out = []
+        for m in tie_maps:
+            (drop,) = set(self.tie_map) - set(m)
+            out.append(self.cost.get((m[drop], drop), 1.0))
+        return out
+
+
+def test_shrink_by_loss_ties_the_pair_whose_tie_costs_least():
+    policy = make_policy(MethodConfig(name="shrink", n_unique=2, progressive=ProgressiveConfig(criterion="loss")),
+                         n_layer=4)
+    host = FakeLossHost(100, {(0, 3): 0.5, (1, 2): 0.7, (2, 3): 0.9})
+    assert drive(policy, host) == {25: (0, 1, 2, 0), 75: (0, 1, 1, 0)}  # not cosine's (2, 3)
+    assert host.asked == [6, 3]  # every pair of the current roots was tried
+
+
+def test_tie_losses_try_maps_on_a_copy_and_leave_the_model_alone():
+    trainer = Trainer(small_run_config(steps=5, method="manual", schedule=[[0, [0, 1, 2, 0]]]))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    same, tied = trainer.tie_losses([(0, 1, 2, 0), (0, 1, 1, 0)])
+    assert trainer.model.tie_map == (0, 1, 2, 0) and trainer.model.training
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    generator = torch.Generator().manual_seed(trainer.config.train.seed + 4 + trainer.step)
+    from dyntie_core.data import sample_windows
+
+    x, y = sample_windows(trainer.data.train, trainer.config.train.batch_size, trainer.config.model.block_size,
+                          generator)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert same == pytest.approx(float(trainer.model(x, y)[1]), rel=1e-6)  # the current map: the model's loss
+        trainer.model.set_tie_map((0, 1, 1, 0))
+        assert tied == pytest.approx(float(trainer.model(x, y)[1]), rel=1e-6)
+
+
+def test_shrink_by_loss_in_training_reaches_its_target():
+    config = small_run_config(steps=30, method="shrink", n_unique=2,
+                              progressive=ProgressiveConfig(start=0.2, end=0.6, criterion="loss"))
+    assert Trainer(config).run()["unique_blocks"] == 2
+
+
 def test_shrink_needs_a_target_and_a_sane_window():
     with pytest.raises(ValueError, match="needs n_unique"):
         make_policy(MethodConfig(name="shrink"), n_layer=4)

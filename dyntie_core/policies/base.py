@@ -46,6 +46,10 @@ class PolicyHost(Protocol):
         """For each tied position, the norm of the gradient its weights would get if it were independent."""
         ...
 
+    def tie_losses(self, tie_maps: Sequence[Sequence[int]]) -> list[float]:
+        """The loss of one probe batch under each candidate map (the model itself is not changed)."""
+        ...
+
     def mixture_dominants(self) -> dict[int, int]:
         """Soft sharing (``relax=mix``): each mixing position's dominant root."""
         ...

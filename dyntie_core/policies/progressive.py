@@ -2,7 +2,9 @@
 
 - ``shrink``: every block trains independently for the first part of the run, then one pair of roots at a
   time is tied, the later block to the earlier, choosing the pair whose weights are most alike (cosine
-  similarity of all the block's parameters), until ``n_unique`` roots remain.
+  similarity of all the block's parameters) or, with ``criterion="loss"``, the pair whose tie raises a
+  training probe batch's loss least (every pair is tried on a copy of the model), until ``n_unique`` roots
+  remain.
 - ``grow``: every block starts tied to block 0; one position at a time becomes independent (from the weights
   it was running), choosing the tied position whose weights would receive the largest gradient on a probe
   batch, until ``n_unique`` roots exist.
@@ -82,12 +84,19 @@ class ShrinkPolicy(_ProgressivePolicy):
         if not overdue:
             return None
         roots = list(resolve_roots(host.tie_map))
-        weights = host.root_weights()
         for _ in range(overdue):
-            keep, drop = most_similar_pair(weights)
+            keep, drop = self._pair(roots, host)
             roots = [keep if r == drop else r for r in roots]
-            del weights[drop]
         return roots
+
+    def _pair(self, roots: list[int], host: PolicyHost) -> tuple[int, int]:
+        """The pair of roots ``(keep, drop)`` to tie next, by the configured criterion."""
+        if self.config.criterion == "cosine":
+            weights = host.root_weights()
+            return most_similar_pair({r: weights[r] for r in set(roots)})
+        pairs = [(a, b) for a in sorted(set(roots)) for b in sorted(set(roots)) if a < b]
+        losses = host.tie_losses([[a if r == b else r for r in roots] for a, b in pairs])
+        return pairs[min(range(len(pairs)), key=lambda k: (losses[k], pairs[k]))]
 
 
 class GrowPolicy(_ProgressivePolicy):
