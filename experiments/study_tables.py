@@ -34,10 +34,12 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("H6 baselines without RL: sandwich, shrink, grow, soft", (
         "sandwich-4", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss", "shrink-4-early", "grow-4",
         "soft-4", "soft-4-share")),
+    ("Combination: shrink by loss with LoRA-relaxed ties", ("shrink-4", "shrink-4-loss", "shrink-4-lora",
+                                                            "shrink-4-loss-lora")),
 )
 DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
            "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
-           "shrink-4-early", "grow-4", "soft-4", "soft-4-share")
+           "shrink-4-early", "shrink-4-loss-lora", "grow-4", "soft-4", "soft-4-share")
 START, END = "<!-- screen:start -->", "<!-- screen:end -->"
 
 
