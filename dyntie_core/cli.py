@@ -290,12 +290,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .grid import load_grid, run_grid
+    from .grid import load_grid, run_grid, select_cells
     from .report import write_report
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     grid = load_grid(args.grid)
+    if args.only:
+        grid = select_cells(grid, args.only)
     bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", dynamic_ncols=True)
 
     def on_result(result: Any) -> None:
@@ -373,6 +375,8 @@ def make_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, required=True, help="results folder")
     reproduce.add_argument("--jobs", type=int, default=1, help="cells run at once; CPU threads are divided "
                            "between them (default: 1)")
+    reproduce.add_argument("--only", action="append", metavar="PATTERN", help="run only the cells whose names "
+                           "match this shell pattern (repeatable), e.g. 'tinyshakespeare*__shrink-*'")
     reproduce.set_defaults(func=cmd_reproduce)
 
     report = sub.add_parser("report", help="paper-style tables (Markdown + one HTML page) from a results folder")

@@ -25,6 +25,8 @@ checkpoint (set ``train.checkpoint_interval`` in ``overrides`` for long cells).
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import itertools
 import json
 import os
@@ -32,7 +34,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +169,16 @@ def _error_text(log: str) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
     return (errors[-1] if errors else lines[-1] if lines else "papermill produced no output")[:500]
+
+
+def select_cells(grid: Grid, patterns: Sequence[str]) -> Grid:
+    """The cells whose names match any of the shell-style ``patterns`` (``tinyshakespeare*__shrink-*``), in the
+    grid's order; an empty selection is an error that names the cells there are."""
+    chosen = [c for c in grid.cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+    if not chosen:
+        names = ", ".join(c.name for c in grid.cells[:6]) + (", ..." if len(grid.cells) > 6 else "")
+        raise ConfigError(f"no cell matches {', '.join(map(repr, patterns))}; cells are named like {names}")
+    return dataclasses.replace(grid, cells=chosen)
 
 
 def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, cwd: str | Path | None = None,

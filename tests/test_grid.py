@@ -9,7 +9,7 @@ import yaml
 from dyntie_core import ConfigError, RunDir, Trainer
 from dyntie_core.cli import main
 from dyntie_core.experiment import experiment_config
-from dyntie_core.grid import load_grid
+from dyntie_core.grid import load_grid, select_cells
 from dyntie_core.memory import format_bytes
 from dyntie_core.report import collect, write_report
 
@@ -52,6 +52,12 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert (soft.method.name, soft.method.n_unique, soft.model.relax, soft.model.tie_mode) == ("soft", 4, "mix",
                                                                                                "share")
     assert "variant" not in grids["study-screen"].cells[0].params  # variant names cells, it is no parameter
+    picked = select_cells(grids["study-screen"], ["tinyshakespeare*__shrink-4*", "*__vanilla"])
+    assert [c.name.split("__")[1] for c in picked.cells if c.name.startswith("tiny")][:3] == [
+        "vanilla", "shrink-4", "shrink-4-loss"]  # the grid's order, not the patterns'
+    assert len(picked.cells) == 2 + 6 and picked.notebook == grids["study-screen"].notebook
+    with pytest.raises(ConfigError, match="no cell matches 'nothing'; cells are named like wikitext-2-raw__vanilla"):
+        select_cells(grids["study-screen"], ["nothing"])
     for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
                           ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:
         bad = tmp_path / "bad.yaml"
