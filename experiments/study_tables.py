@@ -1,12 +1,14 @@
 """Issue 9's tables and figures from a study results folder, written into docs/STUDY.md.
 
     .venv/bin/python experiments/study_tables.py runs/study-screen --doc docs/STUDY.md --figures docs/study
+    .venv/bin/python experiments/study_tables.py runs/horizon --section horizon
 
 Reads every finished cell ``<dataset>__<variant>/run`` of a grid made by ``dyntie reproduce`` (such as
 ``grids/study-screen.yaml``), groups the variants by hypothesis, and replaces the part of ``--doc`` between
-``<!-- screen:start -->`` and ``<!-- screen:end -->`` with one table per hypothesis and dataset. It also draws
+``<!-- SECTION:start -->`` and ``<!-- SECTION:end -->`` (``--section``, default ``screen``) with one table per
+hypothesis and dataset (cells of several seeds, such as ``seed1__<dataset>__<variant>``, are averaged). It also draws
 the Pareto plot (trainable parameters against test perplexity) per dataset and the tie-map history of the best
-dynamic variant per dataset, as PNGs in ``--figures``. Nothing here is tuned by hand: rerun it after more cells
+dynamic variant per dataset, as PNGs in ``--figures``/SECTION. Nothing here is tuned by hand: rerun it after more cells
 finish. Cells that have not finished are listed as missing.
 """
 
@@ -40,7 +42,6 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
 DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
            "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
            "shrink-4-early", "shrink-4-loss-lora", "grow-4", "soft-4", "soft-4-share")
-START, END = "<!-- screen:start -->", "<!-- screen:end -->"
 
 
 def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -147,18 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a results folder made by dyntie reproduce")
     parser.add_argument("--doc", type=Path, default=Path("docs/STUDY.md"))
     parser.add_argument("--figures", type=Path, default=Path("docs/study"))
+    parser.add_argument("--section", default="screen", help="which marked section of --doc to fill")
     args = parser.parse_args(argv)
+    start, end = f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->"
     data = collect(args.results)
     if not data:
         print(f"no finished cells below {args.results}", file=sys.stderr)
         return 2
     text = args.doc.read_text()
-    if START not in text or END not in text:
-        print(f"{args.doc} has no {START} ... {END} section to fill", file=sys.stderr)
+    if start not in text or end not in text:
+        print(f"{args.doc} has no {start} ... {end} section to fill", file=sys.stderr)
         return 2
-    body = render(data, args.figures, args.doc.parent)
-    head, rest = text.split(START, 1)
-    write_text_atomic(args.doc, head + START + "\n" + body + "\n" + END + rest.split(END, 1)[1])
+    body = render(data, args.figures / args.section, args.doc.parent)
+    head, rest = text.split(start, 1)
+    write_text_atomic(args.doc, head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1])
     print(f"wrote {args.doc} and the figures in {args.figures}")
     return 0
 

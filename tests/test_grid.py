@@ -35,7 +35,8 @@ def test_experiment_parameters_accept_papermill_strings_and_refuse_bad_ones():
 
 def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
-    assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "paper-gpt2", "paper-bert"}
+    assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon", "paper-gpt2",
+                          "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
@@ -43,7 +44,10 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for grid in grids.values():  # every cell of every grid is a valid experiment
         for cell in grid.cells:
             experiment_config(**cell.params)
-    assert {experiment_config(**c.params).train.steps for c in grids["cpu-horizon"].cells} == {13200}  # 300 ep.
+    for name in ("cpu-horizon", "study-horizon"):  # 300 episodes, and names that do not collide in one folder
+        assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
+    assert not {c.name for c in grids["cpu-horizon"].cells} & {c.name for c in grids["study-horizon"].cells}
+    assert len(grids["study-horizon"].cells) == 18
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
     assert len(screen) == 46 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
     relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge

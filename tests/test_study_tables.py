@@ -37,8 +37,9 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     dlt_row = next(line for line in text.splitlines() if line.startswith("| dlt | `dlt` |"))
     assert f"| {test['dlt'] / test['vanilla']:.3f}x | {test['dlt'] / test['cycle-rev-4']:.3f}x |" in dlt_row
     assert "| dlt-k16 | not finished yet |" in text  # a cell that has not run is named, not dropped
-    assert (tmp_path / "study" / "pareto-pydoc.png").read_bytes()[:4] == b"\x89PNG"
-    assert "(study/history-pydoc-dlt.png)" in text and (tmp_path / "study" / "history-pydoc-dlt.png").is_file()
+    assert (tmp_path / "study" / "screen" / "pareto-pydoc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(study/screen/history-pydoc-dlt.png)" in text
+    assert (tmp_path / "study" / "screen" / "history-pydoc-dlt.png").is_file()
     doc.write_text("no markers here\n")
     assert tables.main([str(results), "--doc", str(doc)]) == 2
     assert tables.main([str(tmp_path / "study"), "--doc", str(doc)]) == 2
