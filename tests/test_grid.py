@@ -58,7 +58,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert "variant" not in grids["study-screen"].cells[0].params  # variant names cells, it is no parameter
     picked = select_cells(grids["study-screen"], ["tinyshakespeare*__shrink-4*", "*__vanilla"])
     assert [c.name.split("__")[1] for c in picked.cells if c.name.startswith("tiny")][:3] == [
-        "vanilla", "shrink-4", "shrink-4-loss"]  # the grid's order, not the patterns'
+        "vanilla", "shrink-4-loss", "shrink-4-loss-lora"]  # the grid's order, not the patterns'
     assert len(picked.cells) == 2 + 6 and picked.notebook == grids["study-screen"].notebook
     with pytest.raises(ConfigError, match="no cell matches 'nothing'; cells are named like wikitext-2-raw__vanilla"):
         select_cells(grids["study-screen"], ["nothing"])
