@@ -15,7 +15,7 @@ policies keep no state: the changes due by a step are read off the current map, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -118,22 +118,23 @@ class GrowPolicy(_ProgressivePolicy):
         return roots
 
 
-def _grow(method: MethodConfig, n_layer: int, seed: int) -> GrowPolicy:
-    if method.n_unique is None:
-        raise ValueError("method 'grow' needs n_unique (the number of unique blocks it ends with)")
-    return GrowPolicy(n_layer, method.n_unique, method.progressive)
-
-
-def _shrink(method: MethodConfig, n_layer: int, seed: int) -> ShrinkPolicy:
-    if method.n_unique is None:
-        raise ValueError("method 'shrink' needs n_unique (the number of unique blocks it ends with)")
-    return ShrinkPolicy(n_layer, method.n_unique, method.progressive)
+def scheduled_builder(cls: type[_ProgressivePolicy], target: str) -> Callable[[MethodConfig, int, int], Any]:
+    """The registry's builder for a policy of ``n_unique`` blocks (``target`` says which) scheduled by
+    ``MethodConfig.progressive``."""
+    def build(method: MethodConfig, n_layer: int, seed: int) -> _ProgressivePolicy:
+        if method.n_unique is None:
+            raise ValueError(f"method {method.name!r} needs n_unique (the number of {target})")
+        return cls(n_layer, method.n_unique, method.progressive)
+    return build
 
 
 SPECS = (
-    MethodSpec("shrink", _shrink, "start independent, tie the most similar pair of blocks at evenly spaced steps "
-               "until n_unique remain (settings: MethodConfig.progressive)", n_unique="required", progressive=True),
-    MethodSpec("grow", _grow, "start with every block tied to block 0, untie the position with the largest would-be "
+    MethodSpec("shrink", scheduled_builder(ShrinkPolicy, "unique blocks it ends with"),
+               "start independent, tie a pair of blocks (the most alike, or with criterion=loss the cheapest tie) "
+               "at evenly spaced steps until n_unique remain (settings: MethodConfig.progressive)",
+               n_unique="required", progressive=True),
+    MethodSpec("grow", scheduled_builder(GrowPolicy, "unique blocks it ends with"),
+               "start with every block tied to block 0, untie the position with the largest would-be "
                "gradient at evenly spaced steps until n_unique exist (settings: MethodConfig.progressive)",
                n_unique="required", progressive=True),
 )

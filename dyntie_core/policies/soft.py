@@ -15,18 +15,16 @@ resuming is exact. Every rank of a data-parallel job sets the same temperature (
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import torch
-
-from ..config import MethodConfig, ProgressiveConfig
+from ..config import ProgressiveConfig
 from ..tying import TieMap
 from .base import MethodSpec, PolicyHost
+from .progressive import _ProgressivePolicy, scheduled_builder
 
 FINAL_SOFT = 0.05  # the last soft temperature, reached at ProgressiveConfig.end; after it, hard (0)
 
 
-class SoftPolicy:
+class SoftPolicy(_ProgressivePolicy):
     """Templates ``0 .. n_unique-1``; the other positions mix them, annealed to hard by ``config.end``."""
 
     name = "soft"
@@ -36,7 +34,7 @@ class SoftPolicy:
         if not isinstance(n_unique, int) or not 1 <= n_unique < n_layer:
             raise ValueError(f"soft needs n_unique in [1, {n_layer - 1}] (templates, with positions left to mix "
                              f"them), got {n_unique!r}")
-        self.n_layer, self.n_unique, self.config = n_layer, n_unique, config
+        super().__init__(n_layer, n_unique, config)
 
     def initial_tie_map(self, n_layer: int) -> TieMap:
         return tuple(i if i < self.n_unique else i % self.n_unique for i in range(n_layer))
@@ -58,21 +56,10 @@ class SoftPolicy:
         new = tuple(dominants.get(i, r) for i, r in enumerate(host.tie_map))
         return new if new != tuple(host.tie_map) else None
 
-    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        return {}, {}
-
-    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        pass
-
-
-def _soft(method: MethodConfig, n_layer: int, seed: int) -> SoftPolicy:
-    if method.n_unique is None:
-        raise ValueError("method 'soft' needs n_unique (the number of template blocks)")
-    return SoftPolicy(n_layer, method.n_unique, method.progressive)
-
 
 SPECS = (
-    MethodSpec("soft", _soft, "soft sharing: blocks 0..n_unique-1 are templates, every later position a learned "
+    MethodSpec("soft", scheduled_builder(SoftPolicy, "template blocks"),
+               "soft sharing: blocks 0..n_unique-1 are templates, every later position a learned "
                "mixture of them (needs relax=mix), annealed to hard between the progressive start and end",
                n_unique="required", progressive=True),
 )
