@@ -188,18 +188,23 @@ class Trainer:
     def untie_gradient_norms(self) -> dict[int, float]:
         """For each tied position, the norm of the weight gradient it would receive if it were independent, on
         one probe batch of training data (``probes.untie_gradient_norms``; the batch stream is not touched)."""
-        generator = torch.Generator().manual_seed(self.config.train.seed + 3 + self.step)
-        x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
+        x, y = self._probe_batch(3)
         with self.autocast():
-            return untie_gradient_norms(self.model, x.to(self.device), y.to(self.device))
+            return untie_gradient_norms(self.model, x, y)
 
     def tie_losses(self, tie_maps: Sequence[Sequence[int]]) -> list[float]:
         """The loss one probe batch of training data would have under each candidate map
         (``probes.tie_losses``: the model and the batch stream are not touched)."""
-        generator = torch.Generator().manual_seed(self.config.train.seed + 4 + self.step)
-        x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
+        x, y = self._probe_batch(4)
         with self.autocast():
-            return tie_losses(self.model, tie_maps, x.to(self.device), y.to(self.device))
+            return tie_losses(self.model, tie_maps, x, y)
+
+    def _probe_batch(self, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of training data for a probe, from its own seeded stream (``seed + stream + step``), so the
+        training batch stream is never touched and a resumed run probes the same batch."""
+        generator = torch.Generator().manual_seed(self.config.train.seed + stream + self.step)
+        x, y = sample_windows(self.data.train, self.config.train.batch_size, self.config.model.block_size, generator)
+        return x.to(self.device), y.to(self.device)
 
     def mixture_dominants(self) -> dict[int, int]:
         """Soft sharing (``relax=mix``): each mixing position's dominant root."""

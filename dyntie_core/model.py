@@ -160,9 +160,9 @@ class TiedGPT(nn.Module):
         relax = {}
         for i, r in enumerate(self.blocks.roots):
             if r != i:
-                kept = self.relax[str(i)] if str(i) in self.relax else None
-                if isinstance(kept, Mixture) and kept.dominant(new_roots) == r or i not in running:
-                    relax[str(i)] = kept
+                current = self.relax[str(i)] if str(i) in self.relax else None
+                if isinstance(current, Mixture) and current.dominant(new_roots) == r or i not in running:
+                    relax[str(i)] = current
                 else:
                     relax[str(i)] = self._fresh_relaxation(i, r, running[i])
             elif i in running:  # newly independent: exactly what it ran (root + delta, its own norms)
