@@ -322,6 +322,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .grid import load_grid
+    from .grid_status import grid_progress, progress_table
+
+    grids = [load_grid(g) for g in args.grid or []]
+    print(progress_table(grid_progress(args.results, grids)))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -378,6 +387,16 @@ def make_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--only", action="append", metavar="PATTERN", help="run only the cells whose names "
                            "match this shell pattern (repeatable), e.g. 'tinyshakespeare*__shrink-*'")
     reproduce.set_defaults(func=cmd_reproduce)
+
+    status = sub.add_parser("status", help="where a grid stands: cells done, training now, stopped (resumable), "
+                            "failed or not started, with steps, validation perplexity and time left",
+                            description="Reads only what the grid runner and the trainer write, so it is safe "
+                            "beside a running grid. A cell whose process died (a session ended) shows as stopped, "
+                            "with the step its rerun resumes from.")
+    status.add_argument("results", type=Path, help="a results folder written by dyntie reproduce --out")
+    status.add_argument("--grid", action="append", type=Path, metavar="GRID", help="also list this grid's cells "
+                        "that have not started (repeatable)")
+    status.set_defaults(func=cmd_status)
 
     report = sub.add_parser("report", help="paper-style tables (Markdown + one HTML page) from a results folder")
     report.add_argument("results", type=Path, help="a folder holding run directories at any depth")

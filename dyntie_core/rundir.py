@@ -92,6 +92,27 @@ class RunDir:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def in_use(self) -> bool:
+        """True while a process holds this run directory's lock (a run killed with its session does not).
+
+        Read from ``/proc/locks`` without touching the lock, so asking never makes a starting run fail; where
+        that file does not exist, a non-blocking shared lock is tried and released at once."""
+        path = self.path / self.LOCK
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        held = _flock_listed(st.st_dev, st.st_ino)
+        if held is not None:
+            return held
+        with open(path, encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
     def holds_run(self) -> bool:
         """True when a run was started here (its config was written)."""
         return (self.path / self.CONFIG).is_file()
@@ -179,6 +200,20 @@ class RunDir:
         path = self.checkpoint_path(kind)
         ckpt = load_checkpoint(path)
         return model_from_checkpoint(ckpt, self.read_config(), device).eval()
+
+
+PROC_LOCKS = Path("/proc/locks")
+
+
+def _flock_listed(device: int, inode: int) -> bool | None:
+    """Whether the kernel's lock table lists a lock on this file (``MAJ:MIN:INODE``, hex device numbers);
+    None where there is no such table (not Linux)."""
+    try:
+        text = PROC_LOCKS.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
+    return any(wanted in line.split() for line in text.splitlines())
 
 
 def model_from_checkpoint(ckpt: Checkpoint, config: RunConfig, device: str = "cpu") -> TiedGPT:
