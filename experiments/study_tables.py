@@ -32,7 +32,10 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("H2 transitions: carry the AdamW moments into untied blocks", ("dlt", "dlt-carry")),
     ("H3 relaxed ties: own norms, LoRA deltas", ("dlt", "dlt-relax", "dlt-lora")),
     ("H4 tie mode: share against follow", ("dlt", "dlt-share")),
-    ("H5 reward: loss improvement, size penalty", ("dlt", "dlt-lossimp", "dlt-lossimp-penalty")),
+    ("H5 reward and agent: loss improvement, a sweep of the size penalty, replay, progress",
+     ("dlt", "dlt-lossimp", "dlt-lossimp-pen0.003", "dlt-lossimp-pen0.01", "dlt-lossimp-pen0.05", "dlt-replay",
+      "dlt-progress")),
+    ("The agent's factors combined", ("dlt", "dlt-commit5", "dlt-lossimp-pen0.01", "dlt-combo")),
     ("H6 baselines without RL: sandwich, shrink, grow, soft", (
         "sandwich-4", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss", "shrink-4-early", "grow-4",
         "soft-4", "soft-4-share")),
@@ -40,7 +43,8 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                             "shrink-4-loss-lora")),
 )
 DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
-           "dlt-lossimp", "dlt-lossimp-penalty", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
+           "dlt-lossimp", "dlt-lossimp-pen0.003", "dlt-lossimp-pen0.01", "dlt-lossimp-pen0.05", "dlt-replay",
+           "dlt-progress", "dlt-combo", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
            "shrink-4-early", "shrink-4-loss-lora", "grow-4", "soft-4", "soft-4-share")
 
 

@@ -49,7 +49,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert not {c.name for c in grids["cpu-horizon"].cells} & {c.name for c in grids["study-horizon"].cells}
     assert len(grids["study-horizon"].cells) == 18
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
-    assert len(screen) == 46 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
+    assert len(screen) == 56 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
     relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge
     assert (relaxed.model.relax, relaxed.data.tokenizer, relaxed.method.name) == ("norms", "char", "dlt")
     soft = screen["wikitext-2-raw__soft-4-share"]
