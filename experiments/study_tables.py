@@ -8,8 +8,9 @@ Reads every finished cell ``<dataset>__<variant>/run`` of a grid made by ``dynti
 ``<!-- SECTION:start -->`` and ``<!-- SECTION:end -->`` (``--section``, default ``screen``) with one table per
 hypothesis and dataset (cells of several seeds, such as ``seed1__<dataset>__<variant>``, are averaged). It also draws
 the Pareto plot (trainable parameters against test perplexity) per dataset and the tie-map history of the best
-dynamic variant per dataset, as PNGs in ``--figures``/SECTION. Nothing here is tuned by hand: rerun it after more cells
-finish. Cells that have not finished are listed as missing.
+dynamic variant per dataset, as PNGs in ``--figures``/SECTION, and checks every dynamic variant against issue 9's
+goal. ``--section horizon`` shows the confirmation grid's variants in one table. Nothing here is tuned by hand:
+rerun it after more cells finish. Cells that have not finished are listed as missing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-rela
            "shrink-4-early", "shrink-4-loss-lora", "grow-4", "soft-4", "soft-4-share")
 
 
+# the confirmation grid (grids/cpu-horizon.yaml and grids/study-horizon.yaml in one folder) has one table
+HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Controls, the paper's agent, the best fixed baseline and the candidates", (
+        "vanilla", "random-fixed-4", "cycle-rev-4", "sandwich-4", "dlt", "shrink-4-loss", "soft-4")),
+)
+# issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of both fixed
+# 4-block controls by more than the seed spread, on 3 seeds
+GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
+FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4")
+
+
 def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """{dataset: {variant: row}} over the finished cells below ``results`` (seeds averaged)."""
     found: dict[tuple[str, str], list[RunDir]] = {}
@@ -58,44 +70,86 @@ def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, variant), runs in found.items():
         s = [r.read_summary() for r in runs]
-        steps, _ = runs[0].tie_log()
-        jumps = [r["loss_after"] - r["loss_before"] for r in runs[0].read_jsonl(RunDir.TIE_MAPS)[1:]
+        logs = [run.read_jsonl(RunDir.TIE_MAPS) for run in runs]
+        jumps = [r["loss_after"] - r["loss_before"] for log in logs for r in log[1:]
                  if r.get("loss_before") is not None and r.get("loss_after") is not None]
         out.setdefault(dataset, {})[variant] = {
             "label": method_label(runs[0].read_config()), "seeds": len(s), "run": runs[0].path,
             "test": statistics.fmean(x["test_ppl"] for x in s), "val": statistics.fmean(x["best_val_ppl"] for x in s),
             "test_std": statistics.stdev([x["test_ppl"] for x in s]) if len(s) > 1 else 0.0,
+            "val_std": statistics.stdev([x["best_val_ppl"] for x in s]) if len(s) > 1 else 0.0,
             "unique": statistics.fmean(x["unique_blocks"] for x in s),
             "trainable": statistics.fmean(x["trainable_params"] for x in s),
             "state": statistics.fmean(x["memory"]["model_state"] for x in s),
             "predicted": statistics.fmean(x["memory_predicted"]["model_state"] for x in s),
             "tokens_per_s": statistics.fmean(x["tokens_per_s"] for x in s),
-            "changes": len(steps) - 1, "jumps": jumps,
+            "changes": statistics.fmean(len(log) - 1 for log in logs), "jumps": jumps,
         }
     return out
+
+
+def _spread(row: dict[str, Any], key: str) -> str:
+    """Mean, and the standard deviation over seeds where there are several."""
+    return f"{row[key]:.2f} ± {row[key + '_std']:.2f}" if row["seeds"] > 1 else f"{row[key]:.2f}"
 
 
 def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[str]:
     vanilla = rows.get("vanilla")
     fixed = [rows[c]["test"] for c in CONTROLS[1:] if c in rows]
     best_fixed = min(fixed) if fixed else None
-    lines = ["| variant | method | test ppl | vs vanilla | vs best fixed control | val ppl | unique blocks "
+    lines = ["| variant | method | seeds | test ppl | vs vanilla | vs best fixed control | val ppl | unique blocks "
              "| trainable params | model state (= predicted) | tokens/s vs vanilla (noisy) | tie changes | mean jump |",
-             "|" + " --- |" * 12]
+             "|" + " --- |" * 13]
     for v in variants:
         r = rows.get(v)
         if r is None:
-            lines.append(f"| {v} | not finished yet |" + " |" * 10)
+            lines.append(f"| {v} | not finished yet |" + " |" * 11)
             continue
         exact = "yes" if abs(r["state"] - r["predicted"]) <= 0.02 * r["predicted"] else "NO"
         jump = f"{statistics.fmean(r['jumps']):+.4f}" if r["jumps"] else "-"
         lines.append(
-            f"| {v} | `{r['label']}` | {r['test']:.2f} | {r['test'] / vanilla['test']:.3f}x | "
+            f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | {r['test'] / vanilla['test']:.3f}x | "
             f"{'-' if best_fixed is None or v in CONTROLS else format(r['test'] / best_fixed, '.3f') + 'x'} | "
-            f"{r['val']:.2f} | {r['unique']:g} | {r['trainable']:,.0f} | {r['state'] / 2**20:.2f} MiB ({exact}) | "
-            f"{r['tokens_per_s'] / vanilla['tokens_per_s']:.2f} | {r['changes']} | {jump} |"
-            if vanilla else f"| {v} | `{r['label']}` | {r['test']:.2f} | - | - | {r['val']:.2f} | {r['unique']:g} "
-            f"| {r['trainable']:,.0f} | - | - | {r['changes']} | {jump} |")
+            f"{_spread(r, 'val')} | {r['unique']:g} | {r['trainable']:,.0f} | {r['state'] / 2**20:.2f} MiB ({exact}) | "
+            f"{r['tokens_per_s'] / vanilla['tokens_per_s']:.2f} | {r['changes']:g} | {jump} |"
+            if vanilla else f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | - | - | "
+            f"{_spread(r, 'val')} | {r['unique']:g} | {r['trainable']:,.0f} | - | - | {r['changes']:g} | {jump} |")
+    return lines
+
+
+def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """How close each dynamic variant came to the goal: one row each, with the reasons it falls short. The seed
+    spread of a comparison is the larger of the two standard deviations of test perplexity over seeds."""
+    vanilla = rows.get("vanilla")
+    if vanilla is None:
+        return ["(no vanilla run here: the goal cannot be checked)"]
+    ahead = " | ".join(f"ahead of {c}: margin / spread" for c in FIXED_CONTROLS)
+    lines = [f"| variant | seeds | test ppl | vs vanilla (goal <= {GOAL_RATIO}x) "
+             f"| unique blocks (goal <= {GOAL_UNIQUE}) | {ahead} | verdict |",
+             "|" + " --- |" * (6 + len(FIXED_CONTROLS))]
+    for v in (v for v in DYNAMIC if v in rows):
+        r = rows[v]
+        ratio = r["test"] / vanilla["test"]
+        short = [f"{ratio:.3f}x vanilla"] if ratio > GOAL_RATIO else []
+        short += [f"{r['unique']:g} unique blocks"] if r["unique"] > GOAL_UNIQUE else []
+        against, seeds = [], min(r["seeds"], vanilla["seeds"])
+        for c in FIXED_CONTROLS:
+            control = rows.get(c)
+            if control is None:
+                against.append("not run")
+                short.append(f"{c} not run")
+                continue
+            margin, spread = control["test"] - r["test"], max(r["test_std"], control["test_std"])
+            against.append(f"{margin:+.2f} / {spread:.2f}")
+            seeds = min(seeds, control["seeds"])
+            if margin <= 0:
+                short.append(f"behind {c}")
+            elif margin <= spread:
+                short.append(f"ahead of {c} by less than the spread")
+        verdict = "; ".join(short) if short else (
+            "**meets the goal**" if seeds >= GOAL_SEEDS else f"meets it on {seeds} seed(s): not yet confirmed")
+        lines.append(f"| {v} | {r['seeds']} | {_spread(r, 'test')} | {ratio:.3f}x | {r['unique']:g} | "
+                     + " | ".join(against) + f" | {verdict} |")
     return lines
 
 
@@ -123,15 +177,18 @@ def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
     return buf.getvalue()
 
 
-def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path) -> str:
+def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path, section: str = "screen") -> str:
     figures.mkdir(parents=True, exist_ok=True)
     out = []
+    groups = HORIZON if section == "horizon" else HYPOTHESES
     for dataset in sorted(data):
         rows = data[dataset]
         slug = dataset.replace("/", "-")
         out += [f"### {dataset}", ""]
-        for title, variants in HYPOTHESES:
+        for title, variants in groups:
             out += [f"**{title}**", "", *_table(rows, variants), ""]
+        out += ["**Against the goal** (test perplexity; the speed condition is measured apart, in BENCHMARKS.md)", "",
+                *goal_check(rows), ""]
         (figures / f"pareto-{slug}.png").write_bytes(_pareto(rows, f"{dataset}: trainable parameters vs test "
                                                                    "perplexity"))
         out += ["Pareto plot (blue: controls; red: the paper's agent and its variants; green: baselines without "
@@ -163,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if start not in text or end not in text:
         print(f"{args.doc} has no {start} ... {end} section to fill", file=sys.stderr)
         return 2
-    body = render(data, args.figures / args.section, args.doc.parent)
+    body = render(data, args.figures / args.section, args.doc.parent, args.section)
     head, rest = text.split(start, 1)
     write_text_atomic(args.doc, head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1])
     print(f"wrote {args.doc} and the figures in {args.figures}")

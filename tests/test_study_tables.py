@@ -40,7 +40,40 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert (tmp_path / "study" / "screen" / "pareto-pydoc.png").read_bytes()[:4] == b"\x89PNG"
     assert "(study/screen/history-pydoc-dlt.png)" in text
     assert (tmp_path / "study" / "screen" / "history-pydoc-dlt.png").is_file()
+    doc.write_text("<!-- horizon:start -->\n<!-- horizon:end -->\n")  # the confirmation: one table, the goal check
+    assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study"), "--section",
+                        "horizon"]) == 0
+    text = doc.read_text()
+    assert "**Controls, the paper's agent, the best fixed baseline and the candidates**" in text
+    assert "H1 churn" not in text and "| shrink-4-loss | not finished yet |" in text
+    assert "| dlt | 1 |" in text and "random-fixed-4 not run" in text  # the goal check says what is missing
     doc.write_text("no markers here\n")
     assert tables.main([str(results), "--doc", str(doc)]) == 2
     assert tables.main([str(tmp_path / "study"), "--doc", str(doc)]) == 2
     assert "no finished cells" in capsys.readouterr().err
+
+
+def test_goal_check_names_what_each_variant_lacks():
+    tables = _study_tables()
+
+    def row(test, std, seeds=3, unique=4):
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": unique}
+
+    rows = {"vanilla": row(100.0, 1.0), "random-fixed-4": row(105.0, 1.0), "cycle-rev-4": row(104.0, 2.0),
+            "shrink-4-loss": row(101.5, 0.5),  # 1.015x, 2.5 ahead of cycle-rev with a spread of 2: meets it
+            "soft-4": row(101.0, 3.0),  # ahead of cycle-rev by 3.0, not more than its own spread of 3.0
+            "shrink-4": row(103.0, 0.5, unique=5),  # 1.03x, too many blocks
+            "grow-4": row(104.5, 0.5),  # between the two controls
+            "dlt": row(101.0, 0.5, seeds=2)}  # everything but the seeds
+    lines = tables.goal_check(rows)
+    by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert list(by_variant) == ["dlt", "shrink-4", "shrink-4-loss", "grow-4", "soft-4"]  # DYNAMIC's order
+    assert by_variant["shrink-4-loss"].endswith("| 1.015x | 4 | +3.50 / 1.00 | +2.50 / 2.00 | **meets the goal** |")
+    assert by_variant["soft-4"].endswith("| ahead of cycle-rev-4 by less than the spread |")
+    assert by_variant["shrink-4"].endswith("| 1.030x vanilla; 5 unique blocks; ahead of cycle-rev-4 by less than the "
+                                           "spread |")
+    assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | 1.045x vanilla; ahead of random-fixed-4 by "
+                                         "less than the spread; behind cycle-rev-4 |")
+    assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
+    assert "101.00 ± 0.50" in by_variant["dlt"]
+    assert tables.goal_check({"soft-4": row(1.0, 0.0)}) == ["(no vanilla run here: the goal cannot be checked)"]
