@@ -56,6 +56,15 @@ class PolicyHost(Protocol):
 
 
 class TiePolicy(Protocol):
+    """The four methods every policy has. Three hooks are optional, so that a policy written for one experiment
+    stays four methods long; the loop looks for them by name:
+
+    - ``needs_relax: str``: the ``GPTConfig.relax`` the policy needs (soft sharing needs ``"mix"``); the trainer
+      refuses any other model at construction.
+    - ``mix_temperature(step, total_steps) -> float``: the mixture temperature for this step, set on every rank.
+    - ``configure(k_steps=None, epsilon=None)``: live changes from the dashboard (the DLT agent).
+    """
+
     name: str
 
     def initial_tie_map(self, n_layer: int) -> TieMap: ...
