@@ -153,6 +153,46 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def curves(results: Path) -> dict[str, dict[str, list[tuple[list[int], list[float]]]]]:
+    """{dataset: {variant: [(steps, validation perplexity), one per seed]}} of every cell that has evaluated twice,
+    finished or still training: where a gap opens matters as much as where it ends."""
+    out: dict[str, dict[str, list[tuple[list[int], list[float]]]]] = {}
+    for metrics in sorted(results.glob("*/run/metrics.jsonl")):
+        run = RunDir(metrics.parent)
+        rows = run.read_jsonl(RunDir.METRICS)
+        if not run.holds_run() or len(rows) < 2:
+            continue
+        variant = metrics.parent.parent.name.rsplit("__", 1)[-1]
+        out.setdefault(dataset_label(run.read_config().data.dataset), {}).setdefault(variant, []).append(
+            ([r["step"] for r in rows], [r["val_ppl"] for r in rows]))
+    return out
+
+
+def _curves_png(series: dict[str, list[tuple[list[int], list[float]]]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for k, (variant, seeds) in enumerate(sorted(series.items())):
+        for j, (steps, ppl) in enumerate(seeds):  # the first evaluation (step 0) would flatten the rest
+            ax.plot(steps[1:], ppl[1:], color=f"C{k % 10}", lw=1.2, alpha=0.8, label=variant if j == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation perplexity")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
     import matplotlib
 
@@ -177,9 +217,12 @@ def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
     return buf.getvalue()
 
 
-def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path, section: str = "screen") -> str:
+def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path, section: str = "screen",
+           results: Path | None = None) -> str:
     figures.mkdir(parents=True, exist_ok=True)
     out = []
+    # validation curves where a few variants share a figure (the confirmation); the screen has too many to read
+    series = curves(results) if results is not None and section == "horizon" else {}
     groups = HORIZON if section == "horizon" else HYPOTHESES
     for dataset in sorted(data):
         rows = data[dataset]
@@ -194,6 +237,11 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
         out += ["Pareto plot (blue: controls; red: the paper's agent and its variants; green: baselines without "
                 "RL; lower left is better):", "",
                 f"![Pareto plot, {dataset}]({(figures / f'pareto-{slug}.png').relative_to(doc_dir)})", ""]
+        if series.get(dataset):
+            path = figures / f"curves-{slug}.png"
+            path.write_bytes(_curves_png(series[dataset], f"{dataset}: validation perplexity, every cell (one line "
+                                                          "a seed; cells still training included)"))
+            out += ["Validation curves:", "", f"![validation curves, {dataset}]({path.relative_to(doc_dir)})", ""]
         dynamic = [v for v in DYNAMIC if v in rows and rows[v]["unique"] <= 4]
         if dynamic:
             best = min(dynamic, key=lambda v: rows[v]["test"])
@@ -220,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if start not in text or end not in text:
         print(f"{args.doc} has no {start} ... {end} section to fill", file=sys.stderr)
         return 2
-    body = render(data, args.figures / args.section, args.doc.parent, args.section)
+    body = render(data, args.figures / args.section, args.doc.parent, args.section, args.results)
     head, rest = text.split(start, 1)
     write_text_atomic(args.doc, head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1])
     print(f"wrote {args.doc} and the figures in {args.figures}")

@@ -47,6 +47,9 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert "**Controls, the paper's agent, the best fixed baseline and the candidates**" in text
     assert "H1 churn" not in text and "| shrink-4-loss | not finished yet |" in text
     assert "| dlt | 1 |" in text and "random-fixed-4 not run" in text  # the goal check says what is missing
+    assert "(study/horizon/curves-pydoc.png)" in text
+    assert (tmp_path / "study" / "horizon" / "curves-pydoc.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(tables.curves(results)["pydoc"]) == set(cells)
     doc.write_text("no markers here\n")
     assert tables.main([str(results), "--doc", str(doc)]) == 2
     assert tables.main([str(tmp_path / "study"), "--doc", str(doc)]) == 2
