@@ -143,6 +143,6 @@ def write_tables(rows: Sequence[dict[str, Any]], out_dir: Path, base: RunConfig)
     m, t, d = base.model, base.train, base.data
     header = (f"# Comparison\n\nData: `{d.dataset}` ({d.tokenizer}), model: {m.n_layer} blocks, width {m.n_embd}, "
               f"{m.n_head} heads, context {m.block_size}, tie mode {m.tie_mode}; {t.steps} steps of batch "
-              f"{t.batch_size}, lr {t.lr} ({t.lr_schedule}). Validation perplexity is the best over the run; test "
-              "perplexity is measured at that best-validation checkpoint. Mean ± std over seeds.\n\n")
+              f"{t.batch_size}, lr {t.lr} ({t.lr_schedule}). Validation perplexity is the best over the run at "
+              "the tie map it ends with; test perplexity is measured at that checkpoint. Mean ± std over seeds.\n\n")
     write_text_atomic(out_dir / "comparison.md", header + markdown_table(rows))

@@ -366,8 +366,8 @@ class Trainer:
                 self.save_checkpoint("periodic")
 
     def finish(self) -> dict[str, Any]:
-        """Final evaluation, test perplexity (at the best-validation checkpoint), summary, last checkpoint.
-        Under torchrun rank 0 does the work and every rank returns its summary."""
+        """Final evaluation, test perplexity (at the best-validation checkpoint of the final tie map), summary,
+        last checkpoint. Under torchrun rank 0 does the work and every rank returns its summary."""
         self.check_ranks_agree()
         summary = self._finish_main() if self.dist.is_main else None
         summary = self.dist.broadcast_object(summary)

@@ -27,7 +27,7 @@ class TrainState:
     """Counters of a run; saved in every checkpoint, so a resumed run continues them exactly."""
 
     step: int = 0
-    best_val: float | None = None  # best validation cross-entropy so far
+    best_val: float | None = None  # best validation cross-entropy so far at the tie map ``best_map``
     best_step: int | None = None
     train_time: float = 0.0
     tokens_seen: int = 0
@@ -37,17 +37,25 @@ class TrainState:
     skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient (on_divergence=skip)
     diverged: dict[str, Any] | None = None  # where and how training diverged (on_divergence=stop)
     transition_jumps: list[float] = field(default_factory=list)  # probe loss after - before, per tie change
+    best_map: list[int] | None = None  # the tie map the best evaluation ran
 
     @property
     def tokens_per_s(self) -> float | None:
         return self.tokens_seen / self.train_time if self.train_time > 0 else None
 
     def observe_eval(self, record: dict[str, Any]) -> bool:
-        """Remember an evaluation; True when it is the best validation loss so far."""
+        """Remember an evaluation; True when it is the best validation loss at the current tie map.
+
+        A change of map starts a new best, so the best checkpoint (where test perplexity is measured) always runs
+        the map the run ends with: a method that ties blocks late is never credited with a model that still had
+        more unique blocks than it reports."""
         self.last_eval = record
-        improved = self.best_val is None or record["val_loss"] < self.best_val
+        tie_map = [int(i) for i in record["tie_map"]]
+        if self.best_map is None and self.best_val is not None:  # a checkpoint written before maps were kept
+            self.best_map = tie_map
+        improved = self.best_val is None or tie_map != self.best_map or record["val_loss"] < self.best_val
         if improved:
-            self.best_val, self.best_step = record["val_loss"], record["step"]
+            self.best_val, self.best_step, self.best_map = record["val_loss"], record["step"], tie_map
         return improved
 
     def to_dict(self) -> dict[str, Any]:

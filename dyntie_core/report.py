@@ -113,9 +113,9 @@ CUDA_HEAD = ("| method | allocated between steps | peak | reserved | activations
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    out = ["# Results", "", "Validation perplexity: the best over each run; test perplexity at that best-validation "
-           "checkpoint. Mean ± std over seeds. Memory: measured model state (parameters, gradients, AdamW "
-           "moments) at the end of training, and the analytic floor predicted from the tie map.", ""]
+    out = ["# Results", "", "Validation perplexity: the best over each run at the tie map it ends with; test "
+           "perplexity at that checkpoint. Mean ± std over seeds. Memory: measured model state (parameters, "
+           "gradients, AdamW moments) at the end of training, and the analytic floor predicted from the tie map.", ""]
     for dataset, fam in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
         out += [f"## {dataset}, {fam}", "", HEAD, "|" + " --- |" * 15]
         for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):

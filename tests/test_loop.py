@@ -212,3 +212,18 @@ def test_only_the_newest_periodic_checkpoints_are_kept(tmp_path, pydoc_chars):
     run = RunDir(tmp_path)
     assert [p.name for p in run.periodic_checkpoints()] == ["step_0000016.safetensors", "step_0000020.safetensors"]
     assert run.checkpoint_path("best").is_file() and run.checkpoint_path("last").is_file()
+
+
+def test_the_best_evaluation_is_kept_per_tie_map():
+    """A change of map starts a new best: the model tested at the end runs the map the run ends with."""
+    from dyntie_core.metrics import TrainState
+
+    state = TrainState()
+    seen = [(10, [0, 1, 2], 2.0), (20, [0, 1, 2], 1.8), (30, [0, 0, 2], 1.9), (40, [0, 0, 2], 2.0),
+            (50, [0, 0, 2], 1.85)]
+    improved = [state.observe_eval({"step": step, "tie_map": m, "val_loss": loss}) for step, m, loss in seen]
+    assert improved == [True, True, True, False, True]  # step 30 is worse than step 20 but runs the new map
+    assert (state.best_step, state.best_val, state.best_map) == (50, 1.85, [0, 0, 2])
+    legacy = TrainState.from_dict({**TrainState(best_val=1.0, best_step=5).to_dict(), "best_map": None})
+    assert not legacy.observe_eval({"step": 10, "tie_map": [0, 1], "val_loss": 1.5})  # an old checkpoint's best
+    assert legacy.best_map == [0, 1] and legacy.best_step == 5  # is taken to have run the map it resumes with

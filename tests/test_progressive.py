@@ -67,6 +67,8 @@ def test_shrink_in_training_reaches_its_target_and_resumes_exactly(tmp_path):
     log = RunDir(tmp_path / "a").read_jsonl(RunDir.TIE_MAPS)
     assert [row["step"] for row in log] == [0, 10, 20]  # changes logged at steps 10 and 20 (before steps 11, 21)
     assert [row["unique_blocks"] for row in log[1:]] == [3, 2]
+    best = RunDir(tmp_path / "a").load_model("best")  # test perplexity is measured on a model with the final map
+    assert list(best.tie_map) == summary["tie_map"] and summary["best_step"] > 20
     Trainer(config, run_dir=tmp_path / "b").train(max_steps=15)  # killed after the checkpoint at step 15
     resumed = Trainer.resume(tmp_path / "b").run()
     assert resumed["tie_map"] == summary["tie_map"] and resumed["test_ppl"] == summary["test_ppl"]
