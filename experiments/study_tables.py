@@ -168,15 +168,29 @@ def curves(results: Path) -> dict[str, dict[str, list[tuple[list[int], list[floa
     return out
 
 
-def _curves_png(series: dict[str, list[tuple[list[int], list[float]]]], title: str) -> bytes:
+def _axes() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 4.8))
+
+
+def _png(fig: Any) -> bytes:
     import io
 
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _curves_png(series: dict[str, list[tuple[list[int], list[float]]]], title: str) -> bytes:
+    fig, ax = _axes()
     for k, (variant, seeds) in enumerate(sorted(series.items())):
         for j, (steps, ppl) in enumerate(seeds):  # the first evaluation (step 0) would flatten the rest
             ax.plot(steps[1:], ppl[1:], color=f"C{k % 10}", lw=1.2, alpha=0.8, label=variant if j == 0 else None)
@@ -186,22 +200,11 @@ def _curves_png(series: dict[str, list[tuple[list[int], list[float]]]], title: s
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import io
-
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = _axes()
     for v, r in rows.items():
         kind = "C0" if v in CONTROLS else ("C3" if v.startswith("dlt") else "C2")
         ax.scatter(r["trainable"] / 1e6, r["test"], color=kind, s=30)
@@ -210,11 +213,7 @@ def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
     ax.set_ylabel("test perplexity")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path, section: str = "screen",
