@@ -133,7 +133,8 @@ def load_grid(path: str | Path) -> Grid:
     return Grid(notebook, cells)
 
 
-def _finished(cell_dir: Path) -> dict[str, Any] | None:
+def finished_summary(cell_dir: Path) -> dict[str, Any] | None:
+    """The summary of a cell the runner finished (status done, a summary, not stopped early), else None."""
     status = cell_dir / "status.json"
     if not status.is_file() or json.loads(status.read_text(encoding="utf-8")).get("state") != "done":
         return None
@@ -192,7 +193,7 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, cwd: str | Path | N
     results: dict[str, CellResult] = {}
     todo = []
     for cell in grid.cells:
-        summary = _finished(out / cell.name)
+        summary = finished_summary(out / cell.name)
         if summary is not None:
             results[cell.name] = CellResult(cell.name, "reused", summary=summary)
             if on_result is not None:

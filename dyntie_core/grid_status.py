@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError
-from .grid import Grid
+from .grid import Grid, finished_summary
 from .rundir import RunDir
 
 STATES = ("done", "running", "stopped", "failed", "pending")
@@ -22,8 +22,9 @@ STATES = ("done", "running", "stopped", "failed", "pending")
 
 @dataclass(frozen=True)
 class CellProgress:
-    """One cell's standing. ``step``: the last evaluated step; ``resume_step``: where a rerun continues (the
-    newest checkpoint); ``eta_s``: the remaining steps at the run's own training rate (evaluation excluded)."""
+    """One cell's standing. ``step``: the last evaluated step; ``resume_step``: where a rerun of a stopped or
+    failed cell continues (the newest checkpoint); ``eta_s``: the remaining steps at the run's own training rate
+    (evaluation excluded)."""
 
     name: str
     state: str
@@ -45,10 +46,9 @@ def cell_progress(cell_dir: Path) -> CellProgress:
     last = rows[-1] if rows else {}
     step = int(last["step"]) if last else None
     total = run.read_config().train.steps if run.holds_run() else None
-    summary = run.read_summary()
     if run.in_use():
         state = "running"
-    elif status.get("state") == "done" and summary is not None and not summary.get("stopped_early"):
+    elif finished_summary(cell_dir) is not None:
         state = "done"
     elif status.get("state") == "failed":
         state = "failed"
@@ -56,7 +56,9 @@ def cell_progress(cell_dir: Path) -> CellProgress:
         state = "stopped"
     else:
         state = "pending"
-    resume = next((s for _, s in run.resume_candidates() if s is not None), None) if run.path.is_dir() else None
+    resume = None  # only where a rerun would resume: reading checkpoint metadata costs a file open each
+    if state in ("stopped", "failed") and run.path.is_dir():
+        resume = next((s for _, s in run.resume_candidates() if s is not None), None)
     eta = None
     if state in ("running", "stopped") and step and total and last.get("train_time_s"):
         eta = (total - step) * float(last["train_time_s"]) / step
@@ -90,7 +92,7 @@ def progress_table(cells: Sequence[CellProgress]) -> str:
     for c in cells:
         step = f"{c.step}/{c.total_steps}" if c.step is not None and c.total_steps else ""
         ppl = f"{c.val_ppl:.2f}" if c.val_ppl is not None else ""
-        resume = str(c.resume_step) if c.resume_step is not None and c.state in ("stopped", "failed") else ""
+        resume = str(c.resume_step) if c.resume_step is not None else ""
         state = f"{c.state}: {c.error}" if c.error else c.state
         lines.append(f"| {c.name} | {state} | {step} | {ppl} | {resume} | {_duration(c.eta_s)} |")
     counts = ", ".join(f"{sum(c.state == s for c in cells)} {s}" for s in STATES)

@@ -26,7 +26,8 @@ from dyntie_core.report import dataset_label, method_label
 from dyntie_core.rundir import RunDir
 from dyntie_core.staticplots import run_history_png
 
-CONTROLS = ("vanilla", "random-fixed-4", "cycle-rev-4")
+FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4")  # the fixed 4-block maps a dynamic method must beat
+CONTROLS = ("vanilla", *FIXED_CONTROLS)
 HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Controls and the paper's agent", ("vanilla", "random-fixed-4", "cycle-rev-4", "dlt")),
     ("H1 churn: decide less often, commit, price switches", ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch")),
@@ -57,7 +58,11 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of both fixed
 # 4-block controls by more than the seed spread, on 3 seeds
 GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
-FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4")
+
+
+def _cell_key(run: RunDir) -> tuple[str, str]:
+    """(dataset, variant) of a grid cell's run directory ``OUT/[seedN__]<dataset>__<variant>/run``."""
+    return dataset_label(run.read_config().data.dataset), run.path.parent.name.rsplit("__", 1)[-1]
 
 
 def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -65,8 +70,7 @@ def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     found: dict[tuple[str, str], list[RunDir]] = {}
     for summary in sorted(results.glob("*/run/summary.json")):
         run = RunDir(summary.parent)
-        variant = summary.parent.parent.name.rsplit("__", 1)[-1]
-        found.setdefault((dataset_label(run.read_config().data.dataset), variant), []).append(run)
+        found.setdefault(_cell_key(run), []).append(run)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, variant), runs in found.items():
         s = [r.read_summary() for r in runs]
@@ -95,7 +99,7 @@ def _spread(row: dict[str, Any], key: str) -> str:
 
 def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[str]:
     vanilla = rows.get("vanilla")
-    fixed = [rows[c]["test"] for c in CONTROLS[1:] if c in rows]
+    fixed = [rows[c]["test"] for c in FIXED_CONTROLS if c in rows]
     best_fixed = min(fixed) if fixed else None
     lines = ["| variant | method | seeds | test ppl | vs vanilla | vs best fixed control | val ppl | unique blocks "
              "| trainable params | model state (= predicted) | tokens/s vs vanilla (noisy) | tie changes | mean jump |",
@@ -162,9 +166,9 @@ def curves(results: Path) -> dict[str, dict[str, list[tuple[list[int], list[floa
         rows = run.read_jsonl(RunDir.METRICS)
         if not run.holds_run() or len(rows) < 2:
             continue
-        variant = metrics.parent.parent.name.rsplit("__", 1)[-1]
-        out.setdefault(dataset_label(run.read_config().data.dataset), {}).setdefault(variant, []).append(
-            ([r["step"] for r in rows], [r["val_ppl"] for r in rows]))
+        dataset, variant = _cell_key(run)
+        out.setdefault(dataset, {}).setdefault(variant, []).append(([r["step"] for r in rows],
+                                                                    [r["val_ppl"] for r in rows]))
     return out
 
 
