@@ -157,28 +157,49 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def curves(results: Path) -> dict[str, dict[str, list[tuple[list[int], list[float]]]]]:
-    """{dataset: {variant: [(steps, validation perplexity), one per seed]}} of every cell that has evaluated twice,
-    finished or still training: where a gap opens matters as much as where it ends."""
-    out: dict[str, dict[str, list[tuple[list[int], list[float]]]]] = {}
+Curve = tuple[int, list[int], list[float]]  # (seed, steps, validation perplexity) of one cell
+
+
+def curves(results: Path) -> dict[str, dict[str, list[Curve]]]:
+    """{dataset: {variant: [(seed, steps, validation perplexity), one per seed]}} of every cell that has evaluated
+    twice, finished or still training: where a gap opens matters as much as where it ends."""
+    out: dict[str, dict[str, list[Curve]]] = {}
     for metrics in sorted(results.glob("*/run/metrics.jsonl")):
         run = RunDir(metrics.parent)
         rows = run.read_jsonl(RunDir.METRICS)
         if not run.holds_run() or len(rows) < 2:
             continue
         dataset, variant = _cell_key(run)
-        out.setdefault(dataset, {}).setdefault(variant, []).append(([r["step"] for r in rows],
-                                                                    [r["val_ppl"] for r in rows]))
+        out.setdefault(dataset, {}).setdefault(variant, []).append(
+            (run.read_config().train.seed, [r["step"] for r in rows], [r["val_ppl"] for r in rows]))
     return out
 
 
-def _axes() -> tuple[Any, Any]:
+def ratio_to_vanilla(series: dict[str, list[Curve]]) -> dict[str, list[Curve]]:
+    """Each cell's validation perplexity divided by vanilla's of the same seed at the same step, at the steps both
+    have evaluated: the gap a method opens and whether it closes, free of what the seed does to both."""
+    vanilla = {seed: dict(zip(steps, ppl, strict=True)) for seed, steps, ppl in series.get("vanilla", [])}
+    out: dict[str, list[Curve]] = {}
+    for variant, cells in series.items():
+        for seed, steps, ppl in cells:
+            base = vanilla.get(seed, {})
+            shared = [(s, p / base[s]) for s, p in zip(steps, ppl, strict=True) if s in base]
+            if variant != "vanilla" and len(shared) >= 2:
+                out.setdefault(variant, []).append((seed, [s for s, _ in shared], [r for _, r in shared]))
+    return out
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(7.5, 4.8))
+    return plt
+
+
+def _axes() -> tuple[Any, Any]:
+    return _pyplot().subplots(figsize=(7.5, 4.8))
 
 
 def _png(fig: Any) -> bytes:
@@ -193,17 +214,28 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _curves_png(series: dict[str, list[tuple[list[int], list[float]]]], title: str) -> bytes:
-    fig, ax = _axes()
-    for k, (variant, seeds) in enumerate(sorted(series.items())):
-        for j, (steps, ppl) in enumerate(seeds):  # the first evaluation (step 0) would flatten the rest
-            ax.plot(steps[1:], ppl[1:], color=f"C{k % 10}", lw=1.2, alpha=0.8, label=variant if j == 0 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation perplexity")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+def _curves_png(series: dict[str, list[Curve]], title: str) -> bytes:
+    """Two panels: validation perplexity, and its ratio to vanilla's of the same seed (where vanilla has run)."""
+    ratios = ratio_to_vanilla(series)
+    fig, axes = _pyplot().subplots(1, 2 if ratios else 1, figsize=(12, 4.8) if ratios else (7.5, 4.8), squeeze=False)
+    colors = {variant: f"C{k % 10}" for k, variant in enumerate(sorted(series))}
+    panels = [(axes[0][0], series, "validation perplexity", True)]
+    if ratios:
+        panels.append((axes[0][1], ratios, "validation perplexity / vanilla's (same seed, same step)", False))
+    for ax, data, ylabel, log in panels:
+        for variant, cells in sorted(data.items()):
+            for j, (_seed, steps, values) in enumerate(cells):  # step 0 would flatten the rest of the curve
+                ax.plot(steps[1:], values[1:], color=colors[variant], lw=1.2, alpha=0.8,
+                        label=variant if j == 0 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if ratios:
+        axes[0][1].axhline(GOAL_RATIO, color="k", lw=0.8, ls="--")
+    fig.suptitle(title, fontsize=9)
     return _png(fig)
 
 
@@ -244,7 +276,8 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
             path = figures / f"curves-{slug}.png"
             path.write_bytes(_curves_png(series[dataset], f"{dataset}: validation perplexity, every cell (one line "
                                                           "a seed; cells still training included)"))
-            out += ["Validation curves:", "", f"![validation curves, {dataset}]({path.relative_to(doc_dir)})", ""]
+            out += ["Validation curves, and each cell's ratio to vanilla's of the same seed (dashed: the goal's "
+                    f"{GOAL_RATIO}x):", "", f"![validation curves, {dataset}]({path.relative_to(doc_dir)})", ""]
         dynamic = [v for v in DYNAMIC if v in rows and rows[v]["unique"] <= 4]
         if dynamic:
             best = min(dynamic, key=lambda v: rows[v]["test"])

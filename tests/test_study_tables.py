@@ -49,7 +49,8 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert "| dlt | 1 |" in text and "random-fixed-4 not run" in text  # the goal check says what is missing
     assert "(study/horizon/curves-pydoc.png)" in text
     assert (tmp_path / "study" / "horizon" / "curves-pydoc.png").read_bytes()[:4] == b"\x89PNG"
-    assert set(tables.curves(results)["pydoc"]) == set(cells)
+    found = tables.curves(results)["pydoc"]
+    assert set(found) == set(cells) and all(seed == 1337 and steps[-1] == 8 for seed, steps, _ in found["dlt"])
     doc.write_text("no markers here\n")
     assert tables.main([str(results), "--doc", str(doc)]) == 2
     assert tables.main([str(tmp_path / "study"), "--doc", str(doc)]) == 2
@@ -80,3 +81,18 @@ def test_goal_check_names_what_each_variant_lacks():
     assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
     assert "101.00 ± 0.50" in by_variant["dlt"]
     assert tables.goal_check({"soft-4": row(1.0, 0.0)}) == ["(no vanilla run here: the goal cannot be checked)"]
+
+
+def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
+    tables = _study_tables()
+    series = {"vanilla": [(1, [0, 10, 20], [50.0, 10.0, 8.0]), (2, [0, 10, 20], [60.0, 12.0, 6.0])],
+              "shrink-4-loss": [(1, [0, 10, 20, 30], [50.0, 11.0, 10.0, 9.0]),  # step 30: vanilla not there yet
+                                (2, [0, 10], [60.0, 18.0]),
+                                (3, [0, 10, 20], [1.0, 1.0, 1.0])],  # no vanilla of seed 3: no ratio
+              "cycle-rev-4": [(1, [0, 20], [100.0, 12.0])]}
+    ratios = tables.ratio_to_vanilla(series)
+    assert set(ratios) == {"shrink-4-loss", "cycle-rev-4"}  # vanilla against itself is not drawn
+    assert ratios["shrink-4-loss"] == [(1, [0, 10, 20], [1.0, 1.1, 1.25]), (2, [0, 10], [1.0, 1.5])]
+    assert ratios["cycle-rev-4"] == [(1, [0, 20], [2.0, 1.5])]
+    assert tables.ratio_to_vanilla({"shrink-4-loss": series["shrink-4-loss"]}) == {}  # no vanilla, no panel
+    assert tables._curves_png(series, "t")[:4] == b"\x89PNG"
