@@ -47,13 +47,15 @@ HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
 DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-relax", "dlt-lora", "dlt-share",
            "dlt-lossimp", "dlt-lossimp-pen0.003", "dlt-lossimp-pen0.01", "dlt-lossimp-pen0.05", "dlt-replay",
            "dlt-progress", "dlt-combo", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
-           "shrink-4-early", "shrink-4-loss-lora", "grow-4", "soft-4", "soft-4-share")
+           "shrink-4-early", "shrink-4-loss-lora", "shrink-4-loss-share", "grow-4", "soft-4", "soft-4-share")
 
 
-# the confirmation grid (grids/cpu-horizon.yaml and grids/study-horizon.yaml in one folder) has one table
+# the confirmation (grids/cpu-horizon.yaml, grids/study-horizon.yaml and grids/study-horizon-share.yaml in one folder)
 HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Controls, the paper's agent, the best fixed baseline and the candidates", (
         "vanilla", "random-fixed-4", "cycle-rev-4", "sandwich-4", "dlt", "shrink-4-loss", "soft-4")),
+    ("H4 at the horizon: share mode (vanilla's compute) against follow mode", (
+        "vanilla", "random-fixed-4", "random-fixed-4-share", "shrink-4-loss", "shrink-4-loss-share")),
 )
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of both fixed
 # 4-block controls by more than the seed spread, on 3 seeds

@@ -35,8 +35,8 @@ def test_experiment_parameters_accept_papermill_strings_and_refuse_bad_ones():
 
 def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
-    assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon", "paper-gpt2",
-                          "paper-bert"}
+    assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon",
+                          "study-horizon-share", "paper-gpt2", "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
@@ -44,9 +44,21 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for grid in grids.values():  # every cell of every grid is a valid experiment
         for cell in grid.cells:
             experiment_config(**cell.params)
-    for name in ("cpu-horizon", "study-horizon"):  # 300 episodes, and names that do not collide in one folder
+    horizon = ("cpu-horizon", "study-horizon", "study-horizon-share")
+    for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
-    assert not {c.name for c in grids["cpu-horizon"].cells} & {c.name for c in grids["study-horizon"].cells}
+    names = [c.name for name in horizon for c in grids[name].cells]
+    assert len(names) == len(set(names)) == 24 + 18 + 4
+    share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
+    fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
+    follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
+                                      if c.name == "seed1__tinyshakespeare-input.txt__random-fixed-4"))
+    assert fixed.model.tie_mode == "share" and fixed.replace(model=follow.model) == follow.replace(
+        train=fixed.train)  # only the tie mode and the transition probe differ
+    assert fixed.train.probe_transitions and not follow.train.probe_transitions
+    shrink = share["seed1__wikitext-2-raw__shrink-4-loss-share"]
+    assert (shrink.method.progressive.criterion, shrink.model.tie_mode) == ("loss", "share")
+    assert fixed.data.tokenizer == "char" != shrink.data.tokenizer  # the dataset rule still applies
     assert len(grids["study-horizon"].cells) == 18
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
     assert len(screen) == 56 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
