@@ -81,6 +81,26 @@ def test_goal_check_names_what_each_variant_lacks():
     assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
     assert "101.00 ± 0.50" in by_variant["dlt"]
     assert tables.goal_check({"soft-4": row(1.0, 0.0)}) == ["(no vanilla run here: the goal cannot be checked)"]
+    assert "share" not in lines[0]  # no share-mode variant: no share-mode controls
+
+
+def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
+    tables = _study_tables()
+
+    def row(test, std=0.5, seeds=3):
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": 4}
+
+    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
+            "random-fixed-4-share": row(101.2), "shrink-4-loss-share": row(101.5),  # behind the share control
+            "shrink-4-loss": row(101.9)}  # follow mode: not held to the share-mode controls
+    lines = tables.goal_check(rows)
+    assert ("| ahead of random-fixed-4-share: margin / spread | ahead of cycle-rev-4-share: margin / spread |"
+            in lines[0])
+    by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert by_variant["shrink-4-loss"].endswith("| +8.10 / 0.50 | +10.10 / 0.50 | - (more compute) | - (more compute) "
+                                                "| **meets the goal** |")
+    assert by_variant["shrink-4-loss-share"].endswith("| +8.50 / 0.50 | +10.50 / 0.50 | -0.30 / 0.50 | not run | "
+                                                      "behind random-fixed-4-share; cycle-rev-4-share not run |")
 
 
 def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
