@@ -46,3 +46,19 @@ def small_run_config(steps: int = 20, method: str = "vanilla", train: dict | Non
         data=DataConfig(dataset="pydoc", tokenizer="char"),
         method=MethodConfig(name=method, **method_kw),
     )
+
+
+# a tiny char-level run for ``dyntie train`` (add --method/--steps/--out)
+TINY_CLI = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+            "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char"]
+
+
+def experiment_module(name: str):
+    """A script of ``experiments/`` (not a package) loaded as a module, so its functions can be tested."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from dyntie_core.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
-        "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--steps", "8"]
-
-
-def _study_tables():
-    spec = importlib.util.spec_from_file_location("study_tables", ROOT / "experiments" / "study_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import TINY_CLI, experiment_module
 
 
 def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
@@ -25,11 +14,12 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     cells = {"vanilla": ["--method", "vanilla"], "cycle-rev-4": ["--method", "cycle-rev", "--n-unique", "2"],
              "dlt": ["--method", "dlt"]}
     for variant, method in cells.items():
-        assert main(["train", *method, "--out", str(results / f"pydoc__{variant}" / "run"), *TINY]) == 0
+        out = results / f"pydoc__{variant}" / "run"
+        assert main(["train", *method, "--out", str(out), *TINY_CLI, "--steps", "8"]) == 0
     test = {v: json.loads((results / f"pydoc__{v}" / "run" / "summary.json").read_text())["test_ppl"] for v in cells}
     doc = tmp_path / "STUDY.md"
     doc.write_text("intro\n<!-- screen:start -->\nstale table\n<!-- screen:end -->\nrest\n")
-    tables = _study_tables()
+    tables = experiment_module("study_tables")
     assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study")]) == 0
     text = doc.read_text()
     assert text.startswith("intro\n<!-- screen:start -->\n") and text.endswith("<!-- screen:end -->\nrest\n")
@@ -58,7 +48,7 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
 
 
 def test_goal_check_names_what_each_variant_lacks():
-    tables = _study_tables()
+    tables = experiment_module("study_tables")
 
     def row(test, std, seeds=3, unique=4):
         return {"test": test, "test_std": std, "seeds": seeds, "unique": unique}
@@ -85,7 +75,7 @@ def test_goal_check_names_what_each_variant_lacks():
 
 
 def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
-    tables = _study_tables()
+    tables = experiment_module("study_tables")
 
     def row(test, std=0.5, seeds=3):
         return {"test": test, "test_std": std, "seeds": seeds, "unique": 4}
@@ -104,7 +94,7 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
 
 
 def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
-    tables = _study_tables()
+    tables = experiment_module("study_tables")
     series = {"vanilla": [(1, [0, 10, 20], [50.0, 10.0, 8.0]), (2, [0, 10, 20], [60.0, 12.0, 6.0])],
               "shrink-4-loss": [(1, [0, 10, 20, 30], [50.0, 11.0, 10.0, 9.0]),  # step 30: vanilla not there yet
                                 (2, [0, 10], [60.0, 18.0]),

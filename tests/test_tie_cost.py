@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,16 +10,7 @@ from dyntie_core.config import GPTConfig
 from dyntie_core.model import TiedGPT
 from dyntie_core.tying import count_parameters, resolve_roots
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
-        "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--steps", "8"]
-
-
-def _tie_cost():
-    spec = importlib.util.spec_from_file_location("tie_cost", ROOT / "experiments" / "tie_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import TINY_CLI, experiment_module
 
 
 def _trained_like(bias: bool) -> TiedGPT:
@@ -36,7 +24,7 @@ def _trained_like(bias: bool) -> TiedGPT:
 
 
 def test_a_full_rank_relaxation_keeps_the_function_and_plain_ties_do_not():
-    tc = _tie_cost()
+    tc = experiment_module("tie_cost")
     base = _trained_like(bias=False)  # LoRA adapts the weights; with biases those would still come from the root
     x = torch.randint(0, 20, (3, 16))
     y = torch.randint(0, 20, (3, 16))
@@ -65,7 +53,7 @@ def test_a_full_rank_relaxation_keeps_the_function_and_plain_ties_do_not():
 
 
 def test_each_tie_is_the_cheapest_on_the_probe_batch():
-    tc = _tie_cost()
+    tc = experiment_module("tie_cost")
     model = tc.relaxed_copy(_trained_like(bias=True), "none", 4)
     x = torch.randint(0, 20, (3, 16))
     y = torch.randint(0, 20, (3, 16))
@@ -79,9 +67,9 @@ def test_each_tie_is_the_cheapest_on_the_probe_batch():
 
 
 def test_tie_cost_runs_on_a_finished_run_and_refuses_tied_ones(tmp_path, capsys):
-    tc = _tie_cost()
-    assert main(["train", "--method", "vanilla", "--out", str(tmp_path / "vanilla"), *TINY]) == 0
-    assert main(["train", "--method", "cycle-rev", "--n-unique", "2", "--out", str(tmp_path / "tied"), *TINY]) == 0
+    tc = experiment_module("tie_cost")
+    for name, method in [("vanilla", ["vanilla"]), ("tied", ["cycle-rev", "--n-unique", "2"])]:
+        assert main(["train", "--method", *method, "--out", str(tmp_path / name), *TINY_CLI, "--steps", "8"]) == 0
     figure = tmp_path / "cost.png"
     assert tc.main([str(tmp_path / "vanilla"), "--relax", "none,lora:2", "--n-unique", "2", "--plot",
                     str(figure), "--pairs", "0:1,1:3"]) == 0
