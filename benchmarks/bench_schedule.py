@@ -13,6 +13,7 @@ step time to a real budget (``--project``, default the paper's 13,200 steps): or
 
     python benchmarks/bench_schedule.py                   # paper-gpt2-12-cpu's shape, batch 16 x 64, 400 steps
     python benchmarks/bench_schedule.py --steps 200 --threads 1
+    python benchmarks/bench_schedule.py --only share --only random-fixed   # share mode against follow mode
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ LOSS = ProgressiveConfig(criterion="loss")
 VARIANTS = (  # (label, method, model settings)
     ("vanilla", MethodConfig("vanilla"), {}),
     ("sandwich-4 (fixed)", MethodConfig("sandwich", n_unique=4), {}),
+    ("random-fixed-4 (fixed)", MethodConfig("random-fixed", n_unique=4), {}),
+    ("random-fixed-4 (fixed, share)", MethodConfig("random-fixed", n_unique=4), {"tie_mode": "share"}),
     ("shrink-4 (cosine)", MethodConfig("shrink", n_unique=4), {}),
     ("shrink-4 (loss)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {}),
     ("shrink-4 (loss, relax=lora)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"relax": "lora"}),
+    ("shrink-4 (loss, share)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"tie_mode": "share"}),
     ("soft-4 (relax=mix)", MethodConfig("soft", n_unique=4), {"relax": "mix"}),
     ("dlt (the paper's agent)", MethodConfig("dlt"), {}),
 )
@@ -55,14 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--project", type=int, default=13200, help="budget to project the mean step time to")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the methods whose label contains TEXT (repeatable); vanilla always runs")
     args = p.parse_args(argv)
+    variants = [v for v in VARIANTS if v[0] == "vanilla" or not args.only or any(t in v[0] for t in args.only)]
     if args.threads:
         torch.set_num_threads(args.threads)
     base = preset_config(args.preset, data={"dataset": "pydoc", "tokenizer": "bpe", "bpe_vocab_size": 4096},
                          train={"steps": args.steps, "episodes": None, "eval_interval": 10**9, "seed": args.seed})
     data = load_data(DataConfig(dataset="pydoc", tokenizer="bpe", bpe_vocab_size=4096), base.model.block_size)
     trainers, changes = {}, {}
-    for label, method, model in VARIANTS:
+    for label, method, model in variants:
         config = base.replace(method=method, model=dataclasses.replace(base.model, **model))
         trainers[label] = Trainer(config, data=data)
         changes[label] = 0
