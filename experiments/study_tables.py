@@ -216,12 +216,10 @@ def _axes() -> tuple[Any, Any]:
 def _png(fig: Any) -> bytes:
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 

@@ -27,6 +27,7 @@ import torch
 from dyntie_core.data import load_data, sample_windows
 from dyntie_core.evaluation import evaluate
 from dyntie_core.model import TiedGPT
+from dyntie_core.policies.progressive import cheapest_pair
 from dyntie_core.probes import tie_losses
 from dyntie_core.rundir import RunDir
 from dyntie_core.tying import count_parameters, resolve_roots, unique_blocks
@@ -53,7 +54,8 @@ def relaxed_copy(model: TiedGPT, relax: str, rank: int) -> TiedGPT:
 def greedy_ties(model: TiedGPT, n_unique: int, probe: tuple[torch.Tensor, torch.Tensor],
                 score: Any) -> list[dict[str, Any]]:
     """Tie ``model`` pair by pair down to ``n_unique`` roots, each time the pair whose tie costs the probe batch
-    least (ties broken by the pair), and ``score`` it after each tie: one row per map, the first untied."""
+    least (``cheapest_pair``, shrink by loss's rule), and ``score`` it after each tie: one row per map, the first
+    untied."""
     def row(ties: int) -> dict[str, Any]:
         return {"ties": ties, "map": list(model.tie_map), "val_loss": score(model),
                 "trainable": count_parameters(model)["trainable"]}
@@ -61,10 +63,8 @@ def greedy_ties(model: TiedGPT, n_unique: int, probe: tuple[torch.Tensor, torch.
     rows = [row(0)]
     roots = list(resolve_roots(model.tie_map))
     while len(set(roots)) > n_unique:
-        pairs = [(a, b) for a in sorted(set(roots)) for b in sorted(set(roots)) if a < b]
-        candidates = [[a if r == b else r for r in roots] for a, b in pairs]
-        losses = tie_losses(model, candidates, *probe)
-        roots = candidates[min(range(len(pairs)), key=lambda k: (losses[k], pairs[k]))]
+        keep, drop = cheapest_pair(roots, lambda maps: tie_losses(model, maps, *probe))
+        roots = [keep if r == drop else r for r in roots]
         model.set_tie_map(roots)
         model.eval()
         rows.append(row(len(rows)))

@@ -49,6 +49,15 @@ def most_similar_pair(weights: dict[int, torch.Tensor]) -> tuple[int, int]:
     return roots[min(a, b)], roots[max(a, b)]
 
 
+def cheapest_pair(roots: Sequence[int], tie_losses: Callable[[list[list[int]]], list[float]]) -> tuple[int, int]:
+    """The roots ``(keep, drop)``, ``keep < drop``, whose tie gives the lowest of ``tie_losses`` (candidate maps ->
+    their losses), every pair tried; equal losses go to the first pair."""
+    distinct = sorted(set(roots))
+    pairs = [(a, b) for a in distinct for b in distinct if a < b]
+    losses = tie_losses([[a if r == b else r for r in roots] for a, b in pairs])
+    return pairs[min(range(len(pairs)), key=lambda k: (losses[k], pairs[k]))]
+
+
 class _ProgressivePolicy:
     """What shrink and grow share: a target unique-block count, a schedule, and no state of their own."""
 
@@ -94,9 +103,7 @@ class ShrinkPolicy(_ProgressivePolicy):
         if self.config.criterion == "cosine":
             weights = host.root_weights()
             return most_similar_pair({r: weights[r] for r in set(roots)})
-        pairs = [(a, b) for a in sorted(set(roots)) for b in sorted(set(roots)) if a < b]
-        losses = host.tie_losses([[a if r == b else r for r in roots] for a, b in pairs])
-        return pairs[min(range(len(pairs)), key=lambda k: (losses[k], pairs[k]))]
+        return cheapest_pair(roots, host.tie_losses)
 
 
 class GrowPolicy(_ProgressivePolicy):
