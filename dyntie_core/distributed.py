@@ -20,6 +20,7 @@ with ``DistributedDataParallel``: NCCL on CUDA, gloo on CPU. The design (docs/SC
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -158,8 +159,10 @@ def init_from_env(device: str = "cpu", timeout_s: float = 600.0) -> DistContext:
 
 
 def shutdown() -> None:
-    """Leave the process group (at the end of a command; a no-op in one process)."""
+    """Leave the process group (at the end of a command; a no-op in one process). DDP wrappers that are garbage
+    but not yet collected still hold the group; they are freed first, while the group and interpreter are alive."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -356,6 +356,8 @@ class Trainer:
         """Train until the step budget, ``max_steps`` more steps, or a stop request."""
         cfg = self.config.train
         target = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
+        if self.ddp is self.model:  # released by an earlier finish()
+            self.ddp = wrap_model(self.model, self.dist)
         if self.step == 0 and self.state.last_eval is None:
             self._eval_and_log()
         while self.step < target and not self.dist.any(self._stop.is_set()):
@@ -373,6 +375,10 @@ class Trainer:
         summary = self.dist.broadcast_object(summary)
         if not self.dist.is_main:
             self.bus.emit(EndEvent(self.step, summary, stopped_early=summary["stopped_early"]))
+        # DDP's reducer holds the process group: let it go now, so that shutdown() destroys the group with no wrapper
+        # left to tear down at interpreter exit (where gloo once aborted a rank in CI: "terminate called without an
+        # active exception")
+        self.ddp = self.model
         return summary
 
     def _finish_main(self) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def test_two_ranks_follow_the_one_process_run_loss_by_loss(tmp_path: Path, singl
     assert len({tuple(m) for m in single["maps"]}) >= 4  # the schedule really changed the map under DDP
     assert close(ranks[0]["losses"], single["losses"])
     assert ranks[0]["losses"] == ranks[1]["losses"]  # the logged loss is the global batch's, on every rank
+    # finish() drops the DDP wrapper, whose reducer would otherwise outlive the process group it holds
+    assert ranks[0]["wrapper_released"] and ranks[1]["wrapper_released"]
     assert ranks[0]["test_ppl"] == pytest.approx(single["test_ppl"], rel=1e-4)
     # DDP's gradients are views into its all-reduce buckets: the meter still sees one gradient per parameter
     assert ranks[0]["model_state"] == single["model_state"] == pytest.approx(single["predicted"], rel=0.02)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -74,8 +75,10 @@ def main() -> None:
     out = {"losses": losses, "maps": maps, "digest": state_digest(trainer.model, trainer.optimizer, trainer.tie_map),
            "tie_map": list(trainer.tie_map), "test_ppl": summary["test_ppl"], "steps": summary["steps"],
            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-           "model_state": summary["memory"]["model_state"], "predicted": summary["memory_predicted"]["model_state"]}
+           "model_state": summary["memory"]["model_state"], "predicted": summary["memory_predicted"]["model_state"],
+           "wrapper_released": trainer.ddp is trainer.model}
     (args.record / f"rank{rank}.json").write_text(json.dumps(out))
+    print(f"rank {rank}: record written, shutting down", file=sys.stderr, flush=True)  # locates a crash at exit
     shutdown()
 
 
