@@ -77,11 +77,13 @@ def test_goal_check_names_what_each_variant_lacks():
 def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
     tables = experiment_module("study_tables")
 
-    def row(test, std=0.5, seeds=3):
-        return {"test": test, "test_std": std, "seeds": seeds, "unique": 4}
+    def row(test, std=0.5, seeds=3, tie_mode="follow"):
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": 4, "tie_mode": tie_mode}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
-            "random-fixed-4-share": row(101.2), "shrink-4-loss-share": row(101.5),  # behind the share control
+            "random-fixed-4-share": row(101.2, tie_mode="share"),
+            "shrink-4-loss-share": row(101.5, tie_mode="share"),  # behind the share control
+            "shrink-4-loss-share-early": row(100.9, tie_mode="share"),  # share mode by its config, not its name
             "shrink-4-loss": row(101.9)}  # follow mode: not held to the share-mode controls
     lines = tables.goal_check(rows)
     assert ("| ahead of random-fixed-4-share: margin / spread | ahead of cycle-rev-4-share: margin / spread |"
@@ -91,6 +93,9 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
                                                 "| **meets the goal** |")
     assert by_variant["shrink-4-loss-share"].endswith("| +8.50 / 0.50 | +10.50 / 0.50 | -0.30 / 0.50 | not run | "
                                                       "behind random-fixed-4-share; cycle-rev-4-share not run |")
+    assert by_variant["shrink-4-loss-share-early"].endswith(
+        "| +9.10 / 0.50 | +11.10 / 0.50 | +0.30 / 0.50 | not run | ahead of random-fixed-4-share by less than the "
+        "spread; cycle-rev-4-share not run |")
 
 
 def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
