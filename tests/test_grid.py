@@ -48,7 +48,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 24 + 18 + 8
+    assert len(names) == len(set(names)) == 24 + 18 + 10
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
@@ -61,6 +61,8 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     early = share["seed1__tinyshakespeare-input.txt__shrink-4-loss-share-early"]  # only the tie window differs
     assert (early.method.progressive.start, early.method.progressive.end) == (0.1, 0.5)
     assert early.method.progressive.criterion == "loss" and early.model.tie_mode == "share"
+    sandwich = share["seed1__tinyshakespeare-input.txt__sandwich-4-share"]
+    assert (sandwich.method.name, sandwich.method.n_unique, sandwich.model.tie_mode) == ("sandwich", 4, "share")
     assert fixed.data.tokenizer == "char" != shrink.data.tokenizer  # the dataset rule still applies
     assert len(grids["study-horizon"].cells) == 18
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
