@@ -80,12 +80,12 @@ def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, variant), runs in found.items():
         s = [r.read_summary() for r in runs]
+        config = runs[0].read_config()
         logs = [run.read_jsonl(RunDir.TIE_MAPS) for run in runs]
         jumps = [r["loss_after"] - r["loss_before"] for log in logs for r in log[1:]
                  if r.get("loss_before") is not None and r.get("loss_after") is not None]
         out.setdefault(dataset, {})[variant] = {
-            "label": method_label(runs[0].read_config()), "seeds": len(s), "run": runs[0].path,
-            "tie_mode": runs[0].read_config().model.tie_mode,
+            "label": method_label(config), "seeds": len(s), "run": runs[0].path, "tie_mode": config.model.tie_mode,
             "test": statistics.fmean(x["test_ppl"] for x in s), "val": statistics.fmean(x["best_val_ppl"] for x in s),
             "test_std": statistics.stdev([x["test_ppl"] for x in s]) if len(s) > 1 else 0.0,
             "val_std": statistics.stdev([x["best_val_ppl"] for x in s]) if len(s) > 1 else 0.0,
