@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 import typing
 from pathlib import Path
 from typing import Any
@@ -438,6 +439,12 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("dyntie: interrupted; finished runs and checkpoints are kept (rerun to resume)", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        # An unexpected error propagates with its traceback, whose frames hold the Trainer and its DDP wrapper.
+        # Clear their locals (the traceback keeps file and line) so the wrapper is freed before shutdown()
+        # destroys the process group, not at interpreter exit, where gloo can abort and replace exit status 1.
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         shutdown()
 

@@ -258,3 +258,41 @@ def test_progressive_schedule_from_the_command_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "bad"), "--method", "shrink", "--n-unique", "2", "--progressive",
                  "stop=0.5", *TINY]) == 2
     assert "unknown ProgressiveConfig field(s): stop" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_frees_what_the_command_held_before_shutdown(monkeypatch):
+    """A run that fails with an unexpected error still exits through shutdown(); the Trainer (and a DDP wrapper that
+    holds the process group) must be garbage by then, not kept alive by the propagating traceback's frames."""
+    import argparse
+    import gc
+    import weakref
+
+    import dyntie_core.cli as cli
+
+    class Held:  # stands in for the Trainer and its DDP wrapper
+        pass
+
+    refs: list[weakref.ref] = []
+    alive_at_shutdown: list[bool] = []
+
+    def failing_command(args: argparse.Namespace) -> int:
+        trainer = Held()
+        trainer.cycle = trainer  # a reference cycle, as modules have: freed by gc.collect, not by refcounts
+        refs.append(weakref.ref(trainer))
+        raise RuntimeError("boom in the middle of training")
+
+    def parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.set_defaults(func=failing_command)
+        return p
+
+    def recording_shutdown() -> None:
+        gc.collect()  # what shutdown() does before destroying a live process group
+        alive_at_shutdown.append(refs[0]() is not None)
+
+    monkeypatch.setattr(cli, "make_parser", parser)
+    monkeypatch.setattr(cli, "shutdown", recording_shutdown)
+    with pytest.raises(RuntimeError, match="boom in the middle of training") as info:
+        cli.main([])
+    assert alive_at_shutdown == [False]
+    assert info.traceback[-1].name == "failing_command"  # file and line are kept for the error report
