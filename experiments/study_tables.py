@@ -29,7 +29,8 @@ from dyntie_core.staticplots import run_history_png
 FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4")  # the fixed 4-block maps a dynamic method must beat
 # the same maps in share mode: a share-mode variant spends vanilla's compute, so it must beat these too
 SHARE_CONTROLS = tuple(f"{c}-share" for c in FIXED_CONTROLS)
-CONTROLS = ("vanilla", *FIXED_CONTROLS)
+# all-shared (1 unique block) is the fixed map at the count the paper's agent ends with at the horizon
+CONTROLS = ("vanilla", *FIXED_CONTROLS, "all-shared")
 HYPOTHESES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Controls and the paper's agent", ("vanilla", "random-fixed-4", "cycle-rev-4", "dlt")),
     ("H1 churn: decide less often, commit, price switches", ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch")),
@@ -56,7 +57,7 @@ DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-rela
 # the confirmation (grids/cpu-horizon.yaml, grids/study-horizon.yaml and grids/study-horizon-share.yaml in one folder)
 HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Controls, the paper's agent, the best fixed baseline and the candidates", (
-        "vanilla", "random-fixed-4", "cycle-rev-4", "sandwich-4", "dlt", "shrink-4-loss", "soft-4")),
+        "vanilla", "random-fixed-4", "cycle-rev-4", "sandwich-4", "all-shared", "dlt", "shrink-4-loss", "soft-4")),
     ("H4 at the horizon: share mode (vanilla's compute) against follow mode", (
         "vanilla", "random-fixed-4", "cycle-rev-4", "random-fixed-4-share", "cycle-rev-4-share", "sandwich-4",
         "sandwich-4-share", "shrink-4-loss", "shrink-4-loss-share", "shrink-4-loss-share-early")),

@@ -48,7 +48,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 24 + 18 + 10
+    assert len(names) == len(set(names)) == 30 + 18 + 10
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
