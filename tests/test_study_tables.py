@@ -96,6 +96,31 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
     assert by_variant["shrink-4-loss-share-early"].endswith(
         "| +9.10 / 0.50 | +11.10 / 0.50 | +0.30 / 0.50 | not run | ahead of random-fixed-4-share by less than the "
         "spread; cycle-rev-4-share not run |")
+    assert "lora8" not in lines[0]  # no relaxed share-mode variant: no relaxed control
+
+
+def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same_relaxation():
+    tables = experiment_module("study_tables")
+
+    def row(test, tie_mode="follow", relax="none"):
+        return {"test": test, "test_std": 0.5, "seeds": 3, "unique": 4, "tie_mode": tie_mode, "relax": relax}
+
+    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
+            "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
+            "random-fixed-4-share-lora8": row(101.0, "share", "lora"),
+            "shrink-4-loss-share-lora8": row(101.5, "share", "lora"),  # beats every plain control, not its own
+            "shrink-4-loss-share": row(101.8, "share"),  # has fewer parameters than the relaxed control
+            "shrink-4-loss": row(101.9)}  # follow mode: neither share-mode control applies
+    lines = tables.goal_check(rows)
+    assert lines[0].count("margin / spread") == 5 and "ahead of random-fixed-4-share-lora8" in lines[0]
+    by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert by_variant["shrink-4-loss-share-lora8"].endswith(
+        "| +8.50 / 0.50 | +10.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | -0.50 / 0.50 | "
+        "behind random-fixed-4-share-lora8 |")
+    assert by_variant["shrink-4-loss-share"].endswith("| +2.20 / 0.50 | +3.20 / 0.50 | - (more parameters) | "
+                                                      "**meets the goal** |")
+    assert by_variant["shrink-4-loss"].endswith("| - (more compute) | - (more compute) | - (more compute) | "
+                                                "**meets the goal** |")
 
 
 def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
