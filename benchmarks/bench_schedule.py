@@ -14,6 +14,7 @@ step time to a real budget (``--project``, default the paper's 13,200 steps): or
     python benchmarks/bench_schedule.py                   # paper-gpt2-12-cpu's shape, batch 16 x 64, 400 steps
     python benchmarks/bench_schedule.py --steps 200 --threads 1
     python benchmarks/bench_schedule.py --only share --only random-fixed   # share mode against follow mode
+    python benchmarks/bench_schedule.py --only "share, relax"              # LoRA-relaxed ties in share mode
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ VARIANTS = (  # (label, method, model settings)
     ("shrink-4 (loss)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {}),
     ("shrink-4 (loss, relax=lora)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"relax": "lora"}),
     ("shrink-4 (loss, share)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"tie_mode": "share"}),
+    ("random-fixed-4 (fixed, share, relax=lora r8)", MethodConfig("random-fixed", n_unique=4),
+     {"tie_mode": "share", "relax": "lora", "relax_rank": 8}),
+    ("shrink-4 (loss, share, relax=lora r8)", MethodConfig("shrink", n_unique=4, progressive=LOSS),
+     {"tie_mode": "share", "relax": "lora", "relax_rank": 8}),
     ("soft-4 (relax=mix)", MethodConfig("soft", n_unique=4), {"relax": "mix"}),
     ("dlt (the paper's agent)", MethodConfig("dlt"), {}),
 )
