@@ -1,5 +1,6 @@
 """The grid runner, the experiment notebook under papermill, and reports."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def test_experiment_parameters_accept_papermill_strings_and_refuse_bad_ones():
 def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
     assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon",
-                          "study-horizon-share", "paper-gpt2", "paper-bert"}
+                          "study-horizon-share", "study-horizon-confirm", "paper-gpt2", "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
@@ -44,11 +45,11 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for grid in grids.values():  # every cell of every grid is a valid experiment
         for cell in grid.cells:
             experiment_config(**cell.params)
-    horizon = ("cpu-horizon", "study-horizon", "study-horizon-share")
+    horizon = ("cpu-horizon", "study-horizon", "study-horizon-share", "study-horizon-confirm")
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 30 + 18 + 14
+    assert len(names) == len(set(names)) == 30 + 18 + 14 + 12
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
@@ -68,6 +69,11 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert (relaxed.model.relax, relaxed.model.relax_rank) == ("lora", 8)
     assert relaxed.replace(model=shrink.model) == share["seed1__tinyshakespeare-input.txt__shrink-4-loss-share"]
     assert share["seed1__tinyshakespeare-input.txt__random-fixed-4-share-lora8"].replace(model=fixed.model) == fixed
+    confirm = {c.name: experiment_config(**c.params) for c in grids["study-horizon-confirm"].cells}
+    for name, config in confirm.items():  # seeds 2 and 3 of the seed-1 cells, identical but for the seed
+        seed1 = share[name.replace(name.split("__")[0], "seed1", 1)]
+        assert config.train.seed in (2, 3) and config.replace(train=seed1.train) == seed1
+        assert dataclasses.replace(config.train, seed=1) == seed1.train
     assert len(grids["study-horizon"].cells) == 18
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
     assert len(screen) == 56 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
