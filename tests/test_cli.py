@@ -1,8 +1,12 @@
+import argparse
 import csv
+import gc
 import json
+import weakref
 
 import pytest
 
+import dyntie_core.cli as cli
 from dyntie_core.cli import RUN_FLAGS, main, make_parser
 
 TINY = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
@@ -263,12 +267,6 @@ def test_progressive_schedule_from_the_command_line(tmp_path, capsys):
 def test_an_unexpected_error_frees_what_the_command_held_before_shutdown(monkeypatch):
     """A run that fails with an unexpected error still exits through shutdown(); the Trainer (and a DDP wrapper that
     holds the process group) must be garbage by then, not kept alive by the propagating traceback's frames."""
-    import argparse
-    import gc
-    import weakref
-
-    import dyntie_core.cli as cli
-
     class Held:  # stands in for the Trainer and its DDP wrapper
         pass
 
