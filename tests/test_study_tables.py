@@ -9,6 +9,12 @@ from dyntie_core.cli import main
 from .conftest import TINY_CLI, experiment_module
 
 
+def _seeds(mean: float, std: float, n: int = 3) -> dict[int, float]:
+    """Test perplexities of seeds 1..n with this mean and sample standard deviation."""
+    offsets = {1: [0.0], 2: [-std / 2**0.5, std / 2**0.5], 3: [-std, 0.0, std]}[n]
+    return {seed: mean + offset for seed, offset in enumerate(offsets, 1)}
+
+
 def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     results = tmp_path / "results"
     cells = {"vanilla": ["--method", "vanilla"], "cycle-rev-4": ["--method", "cycle-rev", "--n-unique", "2"],
@@ -51,7 +57,7 @@ def test_goal_check_names_what_each_variant_lacks():
     tables = experiment_module("study_tables")
 
     def row(test, std, seeds=3, unique=4):
-        return {"test": test, "test_std": std, "seeds": seeds, "unique": unique}
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": unique, "tests": _seeds(test, std, seeds)}
 
     rows = {"vanilla": row(100.0, 1.0), "random-fixed-4": row(105.0, 1.0), "cycle-rev-4": row(104.0, 2.0),
             "shrink-4-loss": row(101.5, 0.5),  # 1.015x, 2.5 ahead of cycle-rev with a spread of 2: meets it
@@ -69,6 +75,7 @@ def test_goal_check_names_what_each_variant_lacks():
     assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | 1.045x vanilla; ahead of random-fixed-4 by "
                                          "less than the spread; behind cycle-rev-4 |")
     assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
+    assert "| 1.015x |" in by_variant["dlt"]  # against vanilla's seeds 1 and 2 (99.0, 100.0), not all three
     assert "101.00 ± 0.50" in by_variant["dlt"]
     assert tables.goal_check({"soft-4": row(1.0, 0.0)}) == ["(no vanilla run here: the goal cannot be checked)"]
     assert "share" not in lines[0]  # no share-mode variant: no share-mode controls
@@ -78,7 +85,8 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
     tables = experiment_module("study_tables")
 
     def row(test, std=0.5, seeds=3, tie_mode="follow"):
-        return {"test": test, "test_std": std, "seeds": seeds, "unique": 4, "tie_mode": tie_mode}
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": 4, "tie_mode": tie_mode,
+                "tests": _seeds(test, std, seeds)}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
             "random-fixed-4-share": row(101.2, tie_mode="share"),
@@ -103,7 +111,8 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
     tables = experiment_module("study_tables")
 
     def row(test, tie_mode="follow", relax="none"):
-        return {"test": test, "test_std": 0.5, "seeds": 3, "unique": 4, "tie_mode": tie_mode, "relax": relax}
+        return {"test": test, "test_std": 0.5, "seeds": 3, "unique": 4, "tie_mode": tie_mode, "relax": relax,
+                "tests": _seeds(test, 0.5)}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
             "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
@@ -121,6 +130,31 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
                                                       "**meets the goal** |")
     assert by_variant["shrink-4-loss"].endswith("| - (more compute) | - (more compute) | - (more compute) | "
                                                 "**meets the goal** |")
+
+
+def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
+    tables = experiment_module("study_tables")
+
+    def row(tests, tie_mode="follow"):
+        return {"test": sum(tests.values()) / len(tests), "test_std": 0.0, "seeds": len(tests), "unique": 4,
+                "tie_mode": tie_mode, "tests": tests}
+
+    # vanilla has finished seed 1 only; the variant's lucky seed 2 must not pull its mean under vanilla's seed 1
+    rows = {"vanilla": row({1: 100.0}), "random-fixed-4": row({1: 110.0, 2: 110.0, 3: 110.0}),
+            "cycle-rev-4": row({2: 80.0}), "shrink-4-loss": row({1: 103.0, 2: 95.0, 3: 103.0})}
+    lines = tables.goal_check(rows)
+    line = next(line for line in lines if line.startswith("| shrink-4-loss |"))
+    assert "| 1.030x (seed 1) |" in line  # 103 / 100, not the 3-seed mean 100.33 / 100
+    assert "| +9.67 / 4.62 |" in line  # against random-fixed-4 over seeds 1-3, both sides
+    assert "| -15.00 / 0.00 (seed 2) |" in line  # cycle-rev-4 has seed 2 only
+    assert line.endswith("| 1.030x vanilla; behind cycle-rev-4 |")
+    rows["vanilla"] = row({4: 100.0})
+    line = next(line for line in tables.goal_check(rows) if line.startswith("| shrink-4-loss |"))
+    assert "| - (no seed in common) |" in line and "no seed in common with vanilla" in line
+    rows = {"vanilla": row({1: 100.0, 2: 100.0, 3: 100.0}), "random-fixed-4": row({1: 110.0, 2: 110.0}),
+            "cycle-rev-4": row({1: 110.0, 2: 110.0, 3: 110.0}), "shrink-4-loss": row({1: 101.0, 2: 101.0, 3: 101.0})}
+    line = next(line for line in tables.goal_check(rows) if line.startswith("| shrink-4-loss |"))
+    assert line.endswith("| meets it on 2 seed(s): not yet confirmed |")  # one control lacks seed 3
 
 
 def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
