@@ -63,15 +63,15 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
     """One row per (dataset, family, method), aggregated over seeds; vanilla first in each group."""
-    groups: dict[tuple[str, str, str], list[tuple[RunDir, dict[str, Any]]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[RunDir, dict[str, Any], int]]] = {}
     for run in find_runs(root):
         config, summary = run.read_config(), run.read_summary()
         assert summary is not None
         key = (dataset_label(config.data.dataset), family(config), method_label(config))
-        groups.setdefault(key, []).append((run, summary))
+        groups.setdefault(key, []).append((run, summary, config.train.seed))
     rows = []
     for (dataset, fam, label), runs in groups.items():
-        s = [summary for _, summary in runs]
+        s = [summary for _, summary, _ in runs]
         val, test = _mean_std([x["best_val_ppl"] for x in s]), _mean_std([x["test_ppl"] for x in s])
         memory = {k: statistics.fmean(x["memory"][k] for x in s) for k in ("params", "grads", "optimizer",
                                                                             "model_state")}
@@ -86,7 +86,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "trainable_params": round(trainable), "reduction_pct": 100.0 * (1 - trainable / full),
             "unique_blocks": statistics.fmean(x["unique_blocks"] for x in s), "memory": memory,
             "tokens_per_s": statistics.fmean(x["tokens_per_s"] or 0.0 for x in s),
-            "diverged": sum(1 for x in s if x.get("diverged")), "runs": [str(r.path) for r, _ in runs],
+            "diverged": sum(1 for x in s if x.get("diverged")), "runs": [str(r.path) for r, _, _ in runs],
             "cuda": {k: statistics.fmean(x["memory"][k] for x in cuda)
                      for k in ("cuda_allocated", "cuda_peak", "cuda_reserved", "activations")} if cuda else None,
             "activations_predicted": statistics.fmean(x["memory_predicted"]["activations"] for x in cuda)
@@ -96,14 +96,24 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
                                                                                          "max_jump")}
             if all(x.get("transitions") for x in s) else None,
             "summaries": s,
+            "test_by_seed": {seed: x["test_ppl"] for _, x, seed in runs},
         })
     rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
     for r in rows:
         vanilla = next((v for v in rows if (v["dataset"], v["family"], v["method"]) ==
                         (r["dataset"], r["family"], "vanilla")), None)
         r["memory_vs_vanilla"] = (r["memory"]["model_state"] / vanilla["memory"]["model_state"]) if vanilla else None
-        r["test_vs_vanilla"] = r["test_ppl_mean"] / vanilla["test_ppl_mean"] if vanilla else None
+        r["test_vs_vanilla"] = _paired_ratio(r["test_by_seed"], vanilla["test_by_seed"]) if vanilla else None
     return rows
+
+
+def _paired_ratio(row: dict[int, float], vanilla: dict[int, float]) -> float | None:
+    """Mean test perplexity against vanilla's over the seeds both have finished: while a grid is part done, a
+    mean over different seeds would count one seed's luck as a difference between methods."""
+    seeds = sorted(set(row) & set(vanilla))
+    if not seeds:
+        return None
+    return statistics.fmean(row[s] for s in seeds) / statistics.fmean(vanilla[s] for s in seeds)
 
 
 HEAD = ("| method | seeds | val ppl | test ppl | test vs vanilla | trainable params | reduction | unique blocks "

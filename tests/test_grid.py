@@ -162,3 +162,9 @@ def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no finished runs"):
         write_report(tmp_path / "empty")
+    # a part-done grid: vanilla's seed 2 has not finished, so cycle-2 is compared with it on seed 1 only
+    seed2 = next(Path(run) for run in vanilla["runs"] if RunDir(run).read_config().train.seed == 2)
+    (seed2 / "summary.json").unlink()
+    seed1 = {r["method"]: r["test_by_seed"][1] for r in rows}
+    vanilla, cycle = collect(tmp_path)
+    assert vanilla["seeds"] == 1 and cycle["test_vs_vanilla"] == pytest.approx(seed1["cycle-2"] / seed1["vanilla"])
