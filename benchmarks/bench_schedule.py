@@ -15,6 +15,7 @@ step time to a real budget (``--project``, default the paper's 13,200 steps): or
     python benchmarks/bench_schedule.py --steps 200 --threads 1
     python benchmarks/bench_schedule.py --only share --only random-fixed   # share mode against follow mode
     python benchmarks/bench_schedule.py --only "share, relax"              # LoRA-relaxed ties in share mode
+    python benchmarks/bench_schedule.py --only "share, early"              # the early-window candidate
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ VARIANTS = (  # (label, method, model settings)
     ("shrink-4 (loss)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {}),
     ("shrink-4 (loss, relax=lora)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"relax": "lora"}),
     ("shrink-4 (loss, share)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"tie_mode": "share"}),
+    ("shrink-4 (loss, share, early: ties over 10-50% of the run)",
+     MethodConfig("shrink", n_unique=4, progressive=ProgressiveConfig(criterion="loss", start=0.1, end=0.5)),
+     {"tie_mode": "share"}),
     ("random-fixed-4 (fixed, share, relax=lora r8)", MethodConfig("random-fixed", n_unique=4),
      {"tie_mode": "share", "relax": "lora", "relax_rank": 8}),
     ("shrink-4 (loss, share, relax=lora r8)", MethodConfig("shrink", n_unique=4, progressive=LOSS),
