@@ -48,6 +48,8 @@ VARIANTS = (  # (label, method, model settings)
     ("shrink-4 (loss)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {}),
     ("shrink-4 (loss, relax=lora)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"relax": "lora"}),
     ("shrink-4 (loss, share)", MethodConfig("shrink", n_unique=4, progressive=LOSS), {"tie_mode": "share"}),
+    ("shrink-4 (loss, follow, early: ties over 10-50% of the run)",
+     MethodConfig("shrink", n_unique=4, progressive=ProgressiveConfig(criterion="loss", start=0.1, end=0.5)), {}),
     ("shrink-4 (loss, share, early: ties over 10-50% of the run)",
      MethodConfig("shrink", n_unique=4, progressive=ProgressiveConfig(criterion="loss", start=0.1, end=0.5)),
      {"tie_mode": "share"}),
