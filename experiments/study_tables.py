@@ -27,8 +27,9 @@ from dyntie_core.rundir import RunDir
 from dyntie_core.staticplots import run_history_png
 
 FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4")  # the fixed 4-block maps a dynamic method must beat
-# the same maps in share mode: a share-mode variant spends vanilla's compute, so it must beat these too
-SHARE_CONTROLS = tuple(f"{c}-share" for c in FIXED_CONTROLS)
+# the same maps in share mode: a share-mode variant spends vanilla's compute, so it must beat these too; and sequence
+# (contiguous runs share a block), the shape shrink by loss converges to, fixed from the start
+SHARE_CONTROLS = (*(f"{c}-share" for c in FIXED_CONTROLS), "sequence-4-share")
 # the fixed map with LoRA-relaxed ties in share mode: the same-parameter control of a relaxed share-mode variant
 RELAXED_CONTROLS = ("random-fixed-4-share-lora8",)
 # all-shared (1 unique block) is the fixed map at the count the paper's agent ends with at the horizon
@@ -62,7 +63,7 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
         "vanilla", "random-fixed-4", "cycle-rev-4", "sandwich-4", "all-shared", "dlt", "shrink-4-loss", "soft-4")),
     ("H4 at the horizon: share mode (vanilla's compute) against follow mode", (
         "vanilla", "random-fixed-4", "cycle-rev-4", "random-fixed-4-share", "cycle-rev-4-share", "sandwich-4",
-        "sandwich-4-share", "shrink-4-loss", "shrink-4-loss-share", "shrink-4-loss-share-early")),
+        "sandwich-4-share", "sequence-4-share", "shrink-4-loss", "shrink-4-loss-share", "shrink-4-loss-share-early")),
     ("H3 with H4 at the horizon: LoRA-relaxed ties (rank 8) in share mode", (
         "vanilla", "random-fixed-4-share", "shrink-4-loss-share", "random-fixed-4-share-lora8",
         "shrink-4-loss-share-lora8")),

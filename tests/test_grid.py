@@ -49,7 +49,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 30 + 18 + 14 + 12
+    assert len(names) == len(set(names)) == 30 + 18 + 16 + 16
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
@@ -64,6 +64,8 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert early.method.progressive.criterion == "loss" and early.model.tie_mode == "share"
     sandwich = share["seed1__tinyshakespeare-input.txt__sandwich-4-share"]
     assert (sandwich.method.name, sandwich.method.n_unique, sandwich.model.tie_mode) == ("sandwich", 4, "share")
+    sequence = share["seed1__wikitext-2-raw__sequence-4-share"]  # the contiguous shape shrink converges to
+    assert (sequence.method.name, sequence.method.n_unique, sequence.model.tie_mode) == ("sequence", 4, "share")
     assert fixed.data.tokenizer == "char" != shrink.data.tokenizer  # the dataset rule still applies
     relaxed = share["seed1__tinyshakespeare-input.txt__shrink-4-loss-share-lora8"]  # H3 x H4: only relax differs
     assert (relaxed.model.relax, relaxed.model.relax_rank) == ("lora", 8)

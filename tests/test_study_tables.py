@@ -89,21 +89,22 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
                 "tests": _seeds(test, std, seeds)}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
-            "random-fixed-4-share": row(101.2, tie_mode="share"),
+            "random-fixed-4-share": row(101.2, tie_mode="share"), "sequence-4-share": row(102.0, tie_mode="share"),
             "shrink-4-loss-share": row(101.5, tie_mode="share"),  # behind the share control
             "shrink-4-loss-share-early": row(100.9, tie_mode="share"),  # share mode by its config, not its name
             "shrink-4-loss": row(101.9)}  # follow mode: not held to the share-mode controls
     lines = tables.goal_check(rows)
-    assert ("| ahead of random-fixed-4-share: margin / spread | ahead of cycle-rev-4-share: margin / spread |"
-            in lines[0])
+    assert ("| ahead of random-fixed-4-share: margin / spread | ahead of cycle-rev-4-share: margin / spread "
+            "| ahead of sequence-4-share: margin / spread |" in lines[0])
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
     assert by_variant["shrink-4-loss"].endswith("| +8.10 / 0.50 | +10.10 / 0.50 | - (more compute) | - (more compute) "
-                                                "| **meets the goal** |")
-    assert by_variant["shrink-4-loss-share"].endswith("| +8.50 / 0.50 | +10.50 / 0.50 | -0.30 / 0.50 | not run | "
-                                                      "behind random-fixed-4-share; cycle-rev-4-share not run |")
+                                                "| - (more compute) | **meets the goal** |")
+    assert by_variant["shrink-4-loss-share"].endswith(
+        "| +8.50 / 0.50 | +10.50 / 0.50 | -0.30 / 0.50 | not run | +0.50 / 0.50 | behind random-fixed-4-share; "
+        "cycle-rev-4-share not run; ahead of sequence-4-share by less than the spread |")
     assert by_variant["shrink-4-loss-share-early"].endswith(
-        "| +9.10 / 0.50 | +11.10 / 0.50 | +0.30 / 0.50 | not run | ahead of random-fixed-4-share by less than the "
-        "spread; cycle-rev-4-share not run |")
+        "| +9.10 / 0.50 | +11.10 / 0.50 | +0.30 / 0.50 | not run | +1.10 / 0.50 | ahead of random-fixed-4-share by "
+        "less than the spread; cycle-rev-4-share not run |")
     assert "lora8" not in lines[0]  # no relaxed share-mode variant: no relaxed control
 
 
@@ -116,20 +117,21 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
             "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
+            "sequence-4-share": row(104.5, "share"),
             "random-fixed-4-share-lora8": row(101.0, "share", "lora"),
             "shrink-4-loss-share-lora8": row(101.5, "share", "lora"),  # beats every plain control, not its own
             "shrink-4-loss-share": row(101.8, "share"),  # has fewer parameters than the relaxed control
             "shrink-4-loss": row(101.9)}  # follow mode: neither share-mode control applies
     lines = tables.goal_check(rows)
-    assert lines[0].count("margin / spread") == 5 and "ahead of random-fixed-4-share-lora8" in lines[0]
+    assert lines[0].count("margin / spread") == 6 and "ahead of random-fixed-4-share-lora8" in lines[0]
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
     assert by_variant["shrink-4-loss-share-lora8"].endswith(
-        "| +8.50 / 0.50 | +10.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | -0.50 / 0.50 | "
+        "| +8.50 / 0.50 | +10.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | +3.00 / 0.50 | -0.50 / 0.50 | "
         "behind random-fixed-4-share-lora8 |")
-    assert by_variant["shrink-4-loss-share"].endswith("| +2.20 / 0.50 | +3.20 / 0.50 | - (more parameters) | "
-                                                      "**meets the goal** |")
+    assert by_variant["shrink-4-loss-share"].endswith("| +2.20 / 0.50 | +3.20 / 0.50 | +2.70 / 0.50 | "
+                                                      "- (more parameters) | **meets the goal** |")
     assert by_variant["shrink-4-loss"].endswith("| - (more compute) | - (more compute) | - (more compute) | "
-                                                "**meets the goal** |")
+                                                "- (more compute) | **meets the goal** |")
 
 
 def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
