@@ -70,9 +70,9 @@ def test_goal_check_names_what_each_variant_lacks():
     assert list(by_variant) == ["dlt", "shrink-4", "shrink-4-loss", "grow-4", "soft-4"]  # DYNAMIC's order
     assert by_variant["shrink-4-loss"].endswith("| 1.015x | 4 | +3.50 / 1.00 | +2.50 / 2.00 | **meets the goal** |")
     assert by_variant["soft-4"].endswith("| ahead of cycle-rev-4 by less than the spread |")
-    assert by_variant["shrink-4"].endswith("| 1.030x vanilla; 5 unique blocks; ahead of cycle-rev-4 by less than the "
+    assert by_variant["shrink-4"].endswith("| 1.0300x vanilla; 5 unique blocks; ahead of cycle-rev-4 by less than the "
                                            "spread |")
-    assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | 1.045x vanilla; ahead of random-fixed-4 by "
+    assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | 1.0450x vanilla; ahead of random-fixed-4 by "
                                          "less than the spread; behind cycle-rev-4 |")
     assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
     assert "| 1.015x |" in by_variant["dlt"]  # against vanilla's seeds 1 and 2 (99.0, 100.0), not all three
@@ -149,7 +149,7 @@ def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
     assert "| 1.030x (seed 1) |" in line  # 103 / 100, not the 3-seed mean 100.33 / 100
     assert "| +9.67 / 4.62 |" in line  # against random-fixed-4 over seeds 1-3, both sides
     assert "| -15.00 / 0.00 (seed 2) |" in line  # cycle-rev-4 has seed 2 only
-    assert line.endswith("| 1.030x vanilla; behind cycle-rev-4 |")
+    assert line.endswith("| 1.0300x vanilla; behind cycle-rev-4 |")
     rows["vanilla"] = row({4: 100.0})
     line = next(line for line in tables.goal_check(rows) if line.startswith("| shrink-4-loss |"))
     assert "| - (no seed in common) |" in line and "no seed in common with vanilla" in line
