@@ -103,17 +103,17 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         vanilla = next((v for v in rows if (v["dataset"], v["family"], v["method"]) ==
                         (r["dataset"], r["family"], "vanilla")), None)
         r["memory_vs_vanilla"] = (r["memory"]["model_state"] / vanilla["memory"]["model_state"]) if vanilla else None
-        r["test_vs_vanilla"] = _paired_ratio(r["test_by_seed"], vanilla["test_by_seed"]) if vanilla else None
+        r["test_vs_vanilla"] = paired_ratio(r["test_by_seed"], vanilla["test_by_seed"]) if vanilla else None
     return rows
 
 
-def _paired_ratio(row: dict[int, float], vanilla: dict[int, float]) -> float | None:
-    """Mean test perplexity against vanilla's over the seeds both have finished: while a grid is part done, a
-    mean over different seeds would count one seed's luck as a difference between methods."""
-    seeds = sorted(set(row) & set(vanilla))
+def paired_ratio(row: dict[int, float], other: dict[int, float]) -> float | None:
+    """Mean of ``row`` over mean of ``other`` ({seed: value}) over the seeds both have: while a grid is part done,
+    a mean over different seeds would count one seed's luck as a difference between methods."""
+    seeds = sorted(set(row) & set(other))
     if not seeds:
         return None
-    return statistics.fmean(row[s] for s in seeds) / statistics.fmean(vanilla[s] for s in seeds)
+    return statistics.fmean(row[s] for s in seeds) / statistics.fmean(other[s] for s in seeds)
 
 
 HEAD = ("| method | seeds | val ppl | test ppl | test vs vanilla | trainable params | reduction | unique blocks "

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dyntie_core.config import RunConfig
 from dyntie_core.fileio import write_text_atomic
-from dyntie_core.report import dataset_label, method_label
+from dyntie_core.report import dataset_label, method_label, paired_ratio
 from dyntie_core.rundir import RunDir
 from dyntie_core.staticplots import run_history_png
 
@@ -73,28 +74,30 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
 GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
 
 
-def _cell_key(run: RunDir) -> tuple[str, str]:
+def _cell_key(run: RunDir, config: RunConfig) -> tuple[str, str]:
     """(dataset, variant) of a grid cell's run directory ``OUT/[seedN__]<dataset>__<variant>/run``."""
-    return dataset_label(run.read_config().data.dataset), run.path.parent.name.rsplit("__", 1)[-1]
+    return dataset_label(config.data.dataset), run.path.parent.name.rsplit("__", 1)[-1]
 
 
 def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """{dataset: {variant: row}} over the finished cells below ``results`` (seeds averaged)."""
-    found: dict[tuple[str, str], list[RunDir]] = {}
+    found: dict[tuple[str, str], list[tuple[RunDir, RunConfig]]] = {}
     for summary in sorted(results.glob("*/run/summary.json")):
         run = RunDir(summary.parent)
-        found.setdefault(_cell_key(run), []).append(run)
+        config = run.read_config()
+        found.setdefault(_cell_key(run, config), []).append((run, config))
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (dataset, variant), runs in found.items():
+    for (dataset, variant), cells in found.items():
+        runs, configs = [run for run, _ in cells], [config for _, config in cells]
         s = [r.read_summary() for r in runs]
-        config = runs[0].read_config()
+        config = configs[0]
         logs = [run.read_jsonl(RunDir.TIE_MAPS) for run in runs]
         jumps = [r["loss_after"] - r["loss_before"] for log in logs for r in log[1:]
                  if r.get("loss_before") is not None and r.get("loss_after") is not None]
         out.setdefault(dataset, {})[variant] = {
             "label": method_label(config), "seeds": len(s), "run": runs[0].path, "tie_mode": config.model.tie_mode,
             "relax": config.model.relax,
-            "tests": {run.read_config().train.seed: x["test_ppl"] for run, x in zip(runs, s, strict=True)},
+            "tests": {c.train.seed: x["test_ppl"] for c, x in zip(configs, s, strict=True)},
             "test": statistics.fmean(x["test_ppl"] for x in s), "val": statistics.fmean(x["best_val_ppl"] for x in s),
             "test_std": statistics.stdev([x["test_ppl"] for x in s]) if len(s) > 1 else 0.0,
             "val_std": statistics.stdev([x["best_val_ppl"] for x in s]) if len(s) > 1 else 0.0,
@@ -120,14 +123,16 @@ def _test_over(row: dict[str, Any], seeds: list[int]) -> tuple[float, float]:
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def _seed_note(row: dict[str, Any], seeds: list[int]) -> str:
+    """Which seeds a comparison used, when that is not all of the row's."""
+    return "" if len(seeds) == row["seeds"] else f" (seed {', '.join(map(str, seeds))})"
+
+
 def _ratio(row: dict[str, Any], vanilla: dict[str, Any]) -> str:
     """Test perplexity against vanilla's over the seeds both have, and which seeds when that is not all of the
     row's."""
-    seeds = _common(row, vanilla)
-    if not seeds:
-        return "- (no seed in common)"
-    ratio = _test_over(row, seeds)[0] / _test_over(vanilla, seeds)[0]
-    return f"{ratio:.3f}x" + ("" if len(seeds) == row["seeds"] else f" (seed {', '.join(map(str, seeds))})")
+    ratio = paired_ratio(row["tests"], vanilla["tests"])
+    return "- (no seed in common)" if ratio is None else f"{ratio:.3f}x" + _seed_note(row, _common(row, vanilla))
 
 
 def _spread(row: dict[str, Any], key: str) -> str:
@@ -141,7 +146,7 @@ def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[s
 
     def against_best_fixed(r: dict[str, Any]) -> str:
         """Against the fixed control that does best on the seeds it shares with ``r``."""
-        ratios = [_test_over(r, seeds)[0] / _test_over(c, seeds)[0] for c in fixed if (seeds := _common(r, c))]
+        ratios = [ratio for c in fixed if (ratio := paired_ratio(r["tests"], c["tests"])) is not None]
         return format(max(ratios), ".3f") + "x" if ratios else "-"
 
     lines = ["| variant | method | seeds | test ppl | vs vanilla | vs best fixed control | val ppl | unique blocks "
@@ -185,9 +190,9 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
              "|" + " --- |" * (6 + len(columns))]
     for v in variants:
         r = rows[v]
-        paired = _common(r, vanilla)
-        short = [] if paired else ["no seed in common with vanilla"]
-        if paired and (ratio := _test_over(r, paired)[0] / _test_over(vanilla, paired)[0]) > GOAL_RATIO:
+        paired, ratio = _common(r, vanilla), paired_ratio(r["tests"], vanilla["tests"])
+        short = ["no seed in common with vanilla"] if ratio is None else []
+        if ratio is not None and ratio > GOAL_RATIO:
             short.append(f"{ratio:.4f}x vanilla")  # 4 digits: 1.0205x fails the goal, "1.020x" would not say why
         short += [f"{r['unique']:g} unique blocks"] if r["unique"] > GOAL_UNIQUE else []
         against, seeds = [], len(paired)
@@ -207,8 +212,7 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
                 continue
             (mean, std), (control_mean, control_std) = _test_over(r, common), _test_over(control, common)
             margin, spread = control_mean - mean, max(std, control_std)
-            against.append(f"{margin:+.2f} / {spread:.2f}" + ("" if len(common) == r["seeds"] else
-                                                              f" (seed {', '.join(map(str, common))})"))
+            against.append(f"{margin:+.2f} / {spread:.2f}" + _seed_note(r, common))
             seeds = min(seeds, len(common))
             if margin <= 0:
                 short.append(f"behind {c}")
@@ -233,9 +237,10 @@ def curves(results: Path) -> dict[str, dict[str, list[Curve]]]:
         rows = run.read_jsonl(RunDir.METRICS)
         if not run.holds_run() or len(rows) < 2:
             continue
-        dataset, variant = _cell_key(run)
+        config = run.read_config()
+        dataset, variant = _cell_key(run, config)
         out.setdefault(dataset, {}).setdefault(variant, []).append(
-            (run.read_config().train.seed, [r["step"] for r in rows], [r["val_ppl"] for r in rows]))
+            (config.train.seed, [r["step"] for r in rows], [r["val_ppl"] for r in rows]))
     return out
 
 
