@@ -332,6 +332,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .archive import archive_cells
+
+    done = archive_cells(args.source, args.dest, args.only, replace=args.replace)
+    print(f"{len(done.copied)} finished cell(s) copied to {args.dest} ({done.bytes_copied / 1024:,.0f} KiB), "
+          f"{len(done.unchanged)} already there, {len(done.unfinished)} not finished (left out)")
+    for name in done.copied:
+        print(f"  copied: {name}")
+    for name in done.unfinished:
+        print(f"  not finished: {name}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -398,6 +411,20 @@ def make_parser() -> argparse.ArgumentParser:
     status.add_argument("--grid", action="append", type=Path, metavar="GRID", help="also list this grid's cells "
                         "that have not started (repeatable)")
     status.set_defaults(func=cmd_status)
+
+    archive = sub.add_parser("archive", help="copy the small files of a results folder's finished cells (no "
+                             "checkpoints) into a folder kept in git, or back into a fresh results folder",
+                             description="Copies config, data notes, metrics, tie maps, decisions and summary of "
+                             "every finished cell of SOURCE into DEST/<cell>/: enough for dyntie report, dyntie "
+                             "status and the study tables, and for dyntie reproduce --out DEST to skip the cell. "
+                             "Cells still training or stopped are left out; a cell already in DEST with a "
+                             "different result is refused unless --replace.")
+    archive.add_argument("source", type=Path, help="a results folder written by dyntie reproduce --out")
+    archive.add_argument("dest", type=Path, help="the folder to copy finished cells into")
+    archive.add_argument("--only", action="append", metavar="PATTERN", help="only cells whose names match this "
+                         "shell pattern (repeatable)")
+    archive.add_argument("--replace", action="store_true", help="replace cells in DEST that hold another result")
+    archive.set_defaults(func=cmd_archive)
 
     report = sub.add_parser("report", help="paper-style tables (Markdown + one HTML page) from a results folder")
     report.add_argument("results", type=Path, help="a folder holding run directories at any depth")
