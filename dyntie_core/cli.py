@@ -291,12 +291,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .grid import load_grid, run_grid, select_cells
+    from .grid import load_grid, merge_grids, run_grid, select_cells
     from .report import write_report
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    grid = load_grid(args.grid)
+    grid = merge_grids([load_grid(g) for g in args.grid])
     if args.only:
         grid = select_cells(grid, args.only)
     bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", dynamic_ncols=True)
@@ -394,7 +394,8 @@ def make_parser() -> argparse.ArgumentParser:
                                "cell is recorded and the rest go on (exit status 1 at the end if any failed); "
                                "finished cells are skipped, so a stopped grid continues where it was. See "
                                "grids/*.yaml and dyntie_core/grid.py.")
-    reproduce.add_argument("grid", type=Path, help="grid file, e.g. grids/cpu-smoke.yaml")
+    reproduce.add_argument("grid", type=Path, nargs="+", help="grid file(s), e.g. grids/cpu-smoke.yaml; several "
+                           "run as one queue into one folder, in the order given")
     reproduce.add_argument("--out", type=Path, required=True, help="results folder")
     reproduce.add_argument("--jobs", type=int, default=1, help="cells run at once; CPU threads are divided "
                            "between them (default: 1)")

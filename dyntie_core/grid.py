@@ -182,6 +182,24 @@ def select_cells(grid: Grid, patterns: Sequence[str]) -> Grid:
     return dataclasses.replace(grid, cells=chosen)
 
 
+def merge_grids(grids: Sequence[Grid]) -> Grid:
+    """Several grids as one queue, their cells in the order given (a study's grids run into one results folder:
+    ``dyntie reproduce A.yaml B.yaml --out DIR --jobs 2``). They must share the notebook, and a cell name may
+    appear once: two cells with one name would share a directory."""
+    if not grids:
+        raise ConfigError("no grid to run")
+    notebooks = {g.notebook.resolve() for g in grids}
+    if len(notebooks) > 1:
+        raise ConfigError(f"grids run together must use one notebook; these use {', '.join(map(str, notebooks))}")
+    seen: set[str] = set()
+    for cell in (c for g in grids for c in g.cells):
+        if cell.name in seen:
+            raise ConfigError(f"cell {cell.name!r} is in more than one of the grids given; they would share "
+                              "its directory")
+        seen.add(cell.name)
+    return Grid(grids[0].notebook, [c for g in grids for c in g.cells])
+
+
 def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, cwd: str | Path | None = None,
              on_result: Callable[[CellResult], None] | None = None) -> list[CellResult]:
     """Run every cell not yet finished; ``jobs`` cells at once, the CPU threads divided between them."""

@@ -10,7 +10,7 @@ import yaml
 from dyntie_core import ConfigError, RunDir, Trainer
 from dyntie_core.cli import main
 from dyntie_core.experiment import experiment_config
-from dyntie_core.grid import load_grid, select_cells
+from dyntie_core.grid import Cell, Grid, load_grid, merge_grids, select_cells
 from dyntie_core.memory import format_bytes
 from dyntie_core.report import collect, write_report
 
@@ -91,6 +91,18 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     assert len(picked.cells) == 2 + 6 and picked.notebook == grids["study-screen"].notebook
     with pytest.raises(ConfigError, match="no cell matches 'nothing'; cells are named like wikitext-2-raw__vanilla"):
         select_cells(grids["study-screen"], ["nothing"])
+    # a study's grids as one queue: cells in the order the grids are given, names unique, one notebook
+    queue = merge_grids([grids["study-horizon-confirm"], grids["cpu-horizon"]])
+    assert [c.name for c in queue.cells] == [c.name for name in ("study-horizon-confirm", "cpu-horizon")
+                                             for c in grids[name].cells]
+    assert select_cells(queue, ["seed2__tiny*__vanilla", "seed2__tiny*__sequence-4-share"]).cells[0].name == \
+        "seed2__tinyshakespeare-input.txt__sequence-4-share"  # the confirmation grid was given first
+    with pytest.raises(ConfigError, match="'vanilla__seed1' is in more than one of the grids"):
+        merge_grids([grids["cpu-smoke"], grids["cpu-smoke"]])
+    with pytest.raises(ConfigError, match="one notebook"):
+        merge_grids([grids["cpu-smoke"], Grid(tmp_path / "other.ipynb", [Cell("x", {})])])
+    with pytest.raises(ConfigError, match="no grid"):
+        merge_grids([])
     for text, message in [("axes: {seed: []}", "non-empty list"), ("axis: {}", "unknown key"),
                           ("cells: [{when: {}}]", "cells\\[0\\]"), ("[1, 2]", "must hold a mapping")]:
         bad = tmp_path / "bad.yaml"
