@@ -49,7 +49,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 30 + 18 + 16 + 16
+    assert len(names) == len(set(names)) == 30 + 24 + 16 + 16
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
@@ -76,7 +76,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
         seed1 = share[name.replace(name.split("__")[0], "seed1", 1)]
         assert config.train.seed in (2, 3)
         assert config.replace(train=dataclasses.replace(config.train, seed=1)) == seed1
-    assert len(grids["study-horizon"].cells) == 18
+    assert len(grids["study-horizon"].cells) == 24
     screen = {c.name: experiment_config(**c.params) for c in grids["study-screen"].cells}
     assert len(screen) == 56 and {c.train.steps for c in screen.values()} == {1320}  # equal steps for all
     relaxed = screen["tinyshakespeare-input.txt__dlt-relax"]  # a variant rule and a dataset rule deep-merge

@@ -60,6 +60,7 @@ def test_goal_check_names_what_each_variant_lacks():
         return {"test": test, "test_std": std, "seeds": seeds, "unique": unique, "tests": _seeds(test, std, seeds)}
 
     rows = {"vanilla": row(100.0, 1.0), "random-fixed-4": row(105.0, 1.0), "cycle-rev-4": row(104.0, 2.0),
+            "sequence-4": row(106.0, 1.0),  # behind the other two: it changes no verdict here
             "shrink-4-loss": row(101.5, 0.5),  # 1.015x, 2.5 ahead of cycle-rev with a spread of 2: meets it
             "soft-4": row(101.0, 3.0),  # ahead of cycle-rev by 3.0, not more than its own spread of 3.0
             "shrink-4": row(103.0, 0.5, unique=5),  # 1.03x, too many blocks
@@ -68,17 +69,22 @@ def test_goal_check_names_what_each_variant_lacks():
     lines = tables.goal_check(rows)
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
     assert list(by_variant) == ["dlt", "shrink-4", "shrink-4-loss", "grow-4", "soft-4"]  # DYNAMIC's order
-    assert by_variant["shrink-4-loss"].endswith("| 1.015x | 4 | +3.50 / 1.00 | +2.50 / 2.00 | **meets the goal** |")
+    assert by_variant["shrink-4-loss"].endswith("| 1.015x | 4 | +3.50 / 1.00 | +2.50 / 2.00 | +4.50 / 1.00 | "
+                                                "**meets the goal** |")
     assert by_variant["soft-4"].endswith("| ahead of cycle-rev-4 by less than the spread |")
     assert by_variant["shrink-4"].endswith("| 1.0300x vanilla; 5 unique blocks; ahead of cycle-rev-4 by less than the "
                                            "spread |")
-    assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | 1.0450x vanilla; ahead of random-fixed-4 by "
-                                         "less than the spread; behind cycle-rev-4 |")
+    assert by_variant["grow-4"].endswith("| +0.50 / 1.00 | -0.50 / 2.00 | +1.50 / 1.00 | 1.0450x vanilla; ahead of "
+                                         "random-fixed-4 by less than the spread; behind cycle-rev-4 |")
     assert by_variant["dlt"].endswith("| meets it on 2 seed(s): not yet confirmed |")
     assert "| 1.015x |" in by_variant["dlt"]  # against vanilla's seeds 1 and 2 (99.0, 100.0), not all three
     assert "101.00 ± 0.50" in by_variant["dlt"]
     assert tables.goal_check({"soft-4": row(1.0, 0.0)}) == ["(no vanilla run here: the goal cannot be checked)"]
     assert "share" not in lines[0]  # no share-mode variant: no share-mode controls
+    # the contiguous fixed map is a control like the two: a goal check without it says so
+    without = {v: r for v, r in rows.items() if v != "sequence-4"}
+    line = next(line for line in tables.goal_check(without) if line.startswith("| shrink-4-loss |"))
+    assert line.endswith("| +3.50 / 1.00 | +2.50 / 2.00 | not run | sequence-4 not run |")
 
 
 def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
@@ -88,7 +94,7 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
         return {"test": test, "test_std": std, "seeds": seeds, "unique": 4, "tie_mode": tie_mode,
                 "tests": _seeds(test, std, seeds)}
 
-    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
+    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0), "sequence-4": row(111.0),
             "random-fixed-4-share": row(101.2, tie_mode="share"), "sequence-4-share": row(102.0, tie_mode="share"),
             "shrink-4-loss-share": row(101.5, tie_mode="share"),  # behind the share control
             "shrink-4-loss-share-early": row(100.9, tie_mode="share"),  # share mode by its config, not its name
@@ -97,13 +103,15 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
     assert ("| ahead of random-fixed-4-share: margin / spread | ahead of cycle-rev-4-share: margin / spread "
             "| ahead of sequence-4-share: margin / spread |" in lines[0])
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
-    assert by_variant["shrink-4-loss"].endswith("| +8.10 / 0.50 | +10.10 / 0.50 | - (more compute) | - (more compute) "
-                                                "| - (more compute) | **meets the goal** |")
+    assert by_variant["shrink-4-loss"].endswith("| +8.10 / 0.50 | +10.10 / 0.50 | +9.10 / 0.50 | - (more compute) "
+                                                "| - (more compute) | - (more compute) | **meets the goal** |")
     assert by_variant["shrink-4-loss-share"].endswith(
-        "| +8.50 / 0.50 | +10.50 / 0.50 | -0.30 / 0.50 | not run | +0.50 / 0.50 | behind random-fixed-4-share; "
+        "| +8.50 / 0.50 | +10.50 / 0.50 | +9.50 / 0.50 | -0.30 / 0.50 | not run | +0.50 / 0.50 | behind "
+        "random-fixed-4-share; "
         "cycle-rev-4-share not run; ahead of sequence-4-share by less than the spread |")
     assert by_variant["shrink-4-loss-share-early"].endswith(
-        "| +9.10 / 0.50 | +11.10 / 0.50 | +0.30 / 0.50 | not run | +1.10 / 0.50 | ahead of random-fixed-4-share by "
+        "| +9.10 / 0.50 | +11.10 / 0.50 | +10.10 / 0.50 | +0.30 / 0.50 | not run | +1.10 / 0.50 | ahead of "
+        "random-fixed-4-share by "
         "less than the spread; cycle-rev-4-share not run |")
     assert "lora8" not in lines[0]  # no relaxed share-mode variant: no relaxed control
 
@@ -115,7 +123,7 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
         return {"test": test, "test_std": 0.5, "seeds": 3, "unique": 4, "tie_mode": tie_mode, "relax": relax,
                 "tests": _seeds(test, 0.5)}
 
-    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0),
+    rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0), "sequence-4": row(111.0),
             "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
             "sequence-4-share": row(104.5, "share"),
             "random-fixed-4-share-lora8": row(101.0, "share", "lora"),
@@ -123,10 +131,10 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
             "shrink-4-loss-share": row(101.8, "share"),  # has fewer parameters than the relaxed control
             "shrink-4-loss": row(101.9)}  # follow mode: neither share-mode control applies
     lines = tables.goal_check(rows)
-    assert lines[0].count("margin / spread") == 6 and "ahead of random-fixed-4-share-lora8" in lines[0]
+    assert lines[0].count("margin / spread") == 7 and "ahead of random-fixed-4-share-lora8" in lines[0]
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
     assert by_variant["shrink-4-loss-share-lora8"].endswith(
-        "| +8.50 / 0.50 | +10.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | +3.00 / 0.50 | -0.50 / 0.50 | "
+        "| +8.50 / 0.50 | +10.50 / 0.50 | +9.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | +3.00 / 0.50 | -0.50 / 0.50 | "
         "behind random-fixed-4-share-lora8 |")
     assert by_variant["shrink-4-loss-share"].endswith("| +2.20 / 0.50 | +3.20 / 0.50 | +2.70 / 0.50 | "
                                                       "- (more parameters) | **meets the goal** |")
@@ -143,7 +151,8 @@ def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
 
     # vanilla has finished seed 1 only; the variant's lucky seed 2 must not pull its mean under vanilla's seed 1
     rows = {"vanilla": row({1: 100.0}), "random-fixed-4": row({1: 110.0, 2: 110.0, 3: 110.0}),
-            "cycle-rev-4": row({2: 80.0}), "shrink-4-loss": row({1: 103.0, 2: 95.0, 3: 103.0})}
+            "cycle-rev-4": row({2: 80.0}), "sequence-4": row({1: 120.0, 2: 120.0, 3: 120.0}),
+            "shrink-4-loss": row({1: 103.0, 2: 95.0, 3: 103.0})}
     lines = tables.goal_check(rows)
     line = next(line for line in lines if line.startswith("| shrink-4-loss |"))
     assert "| 1.030x (seed 1) |" in line  # 103 / 100, not the 3-seed mean 100.33 / 100
@@ -154,7 +163,8 @@ def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
     line = next(line for line in tables.goal_check(rows) if line.startswith("| shrink-4-loss |"))
     assert "| - (no seed in common) |" in line and "no seed in common with vanilla" in line
     rows = {"vanilla": row({1: 100.0, 2: 100.0, 3: 100.0}), "random-fixed-4": row({1: 110.0, 2: 110.0}),
-            "cycle-rev-4": row({1: 110.0, 2: 110.0, 3: 110.0}), "shrink-4-loss": row({1: 101.0, 2: 101.0, 3: 101.0})}
+            "cycle-rev-4": row({1: 110.0, 2: 110.0, 3: 110.0}), "sequence-4": row({1: 110.0, 2: 110.0, 3: 110.0}),
+            "shrink-4-loss": row({1: 101.0, 2: 101.0, 3: 101.0})}
     line = next(line for line in tables.goal_check(rows) if line.startswith("| shrink-4-loss |"))
     assert line.endswith("| meets it on 2 seed(s): not yet confirmed |")  # one control lacks seed 3
 
