@@ -73,7 +73,7 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
         "shrink-4-loss-share-lora8")),
 )
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of every fixed
-# 4-block controls by more than the seed spread, on 3 seeds
+# 4-block control by more than the seed spread, on 3 seeds
 GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
 
 
