@@ -117,7 +117,10 @@ else:
 # when training ends.)
 
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# nbval runs this cell but does not compare its numbers: a seeded run's perplexity here is exact on one machine and
+# not across machines with the same torch wheel and seed (vanilla's validation perplexity 13.03 where the stored
+# output was made, 12.72 on another); tests/test_notebooks.py checks what this table must say.
 def compare(summary):
     rows = against(trainer, summary, [MethodConfig("vanilla")], out_dir)
     Path(out_dir, "walkthrough_results.json").write_text(json.dumps(rows, indent=2))
