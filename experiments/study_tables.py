@@ -323,7 +323,9 @@ def _pareto(rows: dict[str, dict[str, Any]], title: str) -> bytes:
 
 
 def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path, section: str = "screen",
-           results: Path | None = None) -> str:
+           results: Path | None = None, ran_only: bool = False) -> str:
+    """The section's tables, goal check and figures; with ``ran_only``, a table after the first is left out
+    unless one of its own variants (not the first table's controls) finished: for a partial rerun of a grid."""
     figures.mkdir(parents=True, exist_ok=True)
     out = []
     # validation curves where a few variants share a figure (the confirmation); the screen has too many to read
@@ -334,6 +336,9 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
         slug = dataset.replace("/", "-")
         out += [f"### {dataset}", ""]
         for title, variants in groups:
+            own = [v for v in variants if v not in groups[0][1]]
+            if ran_only and title != groups[0][0] and not any(v in rows for v in own):
+                continue
             out += [f"**{title}**", "", *_table(rows, variants), ""]
         out += ["**Against the goal** (test perplexity; the speed condition is measured apart, in BENCHMARKS.md)", "",
                 *goal_check(rows), ""]
@@ -364,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=Path("docs/STUDY.md"))
     parser.add_argument("--figures", type=Path, default=Path("docs/study"))
     parser.add_argument("--section", default="screen", help="which marked section of --doc to fill")
+    parser.add_argument("--ran-only", action="store_true", help="leave out the tables none of whose own variants "
+                        "finished (for a partial rerun of a grid)")
     args = parser.parse_args(argv)
     start, end = f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->"
     data = collect(args.results)
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if start not in text or end not in text:
         print(f"{args.doc} has no {start} ... {end} section to fill", file=sys.stderr)
         return 2
-    body = render(data, args.figures / args.section, args.doc.parent, args.section, args.results)
+    body = render(data, args.figures / args.section, args.doc.parent, args.section, args.results, args.ran_only)
     head, rest = text.split(start, 1)
     write_text_atomic(args.doc, head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1])
     print(f"wrote {args.doc} and the figures in {args.figures}")

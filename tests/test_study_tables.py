@@ -36,6 +36,12 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert (tmp_path / "study" / "screen" / "pareto-pydoc.png").read_bytes()[:4] == b"\x89PNG"
     assert "(study/screen/history-pydoc-dlt.png)" in text
     assert (tmp_path / "study" / "screen" / "history-pydoc-dlt.png").is_file()
+    doc.write_text("<!-- rerun:start -->\n<!-- rerun:end -->\n")  # a partial rerun: only the tables that ran
+    assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study"), "--section", "rerun",
+                        "--ran-only"]) == 0
+    text = doc.read_text()
+    assert "**Controls and the paper's agent**" in text and dlt_row in text
+    assert "H1 churn" not in text and "| dlt-k16 |" not in text and "**Against the goal**" in text
     doc.write_text("<!-- horizon:start -->\n<!-- horizon:end -->\n")  # the confirmation: one table, the goal check
     assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study"), "--section",
                         "horizon"]) == 0
