@@ -118,16 +118,20 @@ def summarize(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def format_mean_std(mean: float, std: float, seeds: int) -> str:
+    """``mean ± std`` over several seeds; a single seed has no spread, and ``± 0.00`` would claim one."""
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ("| method | seeds | val ppl (best) | test ppl | trainable params | unique blocks | model-state memory "
             "| tokens/s | train time |")
     lines = [head, "|" + " --- |" * 9]
     for r in rows:
-        pm = "±"
         label = r["method"] + (f" ({r['diverged']} diverged)" if r.get("diverged") else "")
         lines.append(
-            f"| {label} | {r['seeds']} | {r['val_ppl_mean']:.2f} {pm} {r['val_ppl_std']:.2f} "
-            f"| {r['test_ppl_mean']:.2f} {pm} {r['test_ppl_std']:.2f} | {r['trainable_params']:,} "
+            f"| {label} | {r['seeds']} | {format_mean_std(r['val_ppl_mean'], r['val_ppl_std'], r['seeds'])} "
+            f"| {format_mean_std(r['test_ppl_mean'], r['test_ppl_std'], r['seeds'])} | {r['trainable_params']:,} "
             f"| {r['unique_blocks']:g} | {format_bytes(r['model_state_bytes'])} | {r['tokens_per_s']:,.0f} "
             f"| {r['wall_s']:.1f} s |")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .compare import run_label
+from .compare import format_mean_std, run_label
 from .config import ConfigError, RunConfig
 from .fileio import write_text_atomic
 from .memory import format_bytes
@@ -131,8 +131,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         for r in (x for x in rows if (x["dataset"], x["family"]) == (dataset, fam)):
             m = r["memory"]
             label = r["method"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
-            out.append(f"| {label} | {r['seeds']} | {r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f} | "
-                       f"{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f} | {_times(r['test_vs_vanilla'])} | "
+            out.append(f"| {label} | {r['seeds']} | {_spread(r, 'val_ppl')} | {_spread(r, 'test_ppl')} | "
+                       f"{_times(r['test_vs_vanilla'])} | "
                        f"{r['trainable_params']:,} | "
                        f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
                        f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
@@ -163,6 +163,10 @@ def _bytes(n: float | None) -> str:
     return format_bytes(None if n is None else round(n))
 
 
+def _spread(r: dict[str, Any], key: str) -> str:
+    return format_mean_std(r[f"{key}_mean"], r[f"{key}_std"], r["seeds"])
+
+
 def _times(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}x"
 
@@ -177,8 +181,7 @@ def _html_table(rows: Sequence[dict[str, Any]]) -> str:
             "<th>tokens/s</th></tr>")
     body = "".join(
         f"<tr><td>{html.escape(r['method'] + (' (diverged)' if r['diverged'] else ''))}</td><td>{r['seeds']}</td>"
-        f"<td>{r['val_ppl_mean']:.2f} ± {r['val_ppl_std']:.2f}</td>"
-        f"<td>{r['test_ppl_mean']:.2f} ± {r['test_ppl_std']:.2f}</td><td>{r['trainable_params']:,}</td>"
+        f"<td>{_spread(r, 'val_ppl')}</td><td>{_spread(r, 'test_ppl')}</td><td>{r['trainable_params']:,}</td>"
         f"<td>{r['reduction_pct']:.1f}%</td><td>{r['unique_blocks']:g}</td>"
         f"<td>{format_bytes(round(r['memory']['model_state']))}</td>"
         f"<td>{_bytes(r['memory']['predicted_model_state'])}</td><td>{_ratio(r)}</td>"

@@ -89,6 +89,8 @@ def test_compare_writes_markdown_and_csv(tmp_path):
     mtime = (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns
     assert main(["compare", "--methods", "vanilla", "--seeds", "1", "--steps", "6", "--out", str(out), *TINY]) == 0
     assert (out / "vanilla" / "seed1" / "summary.json").stat().st_mtime_ns == mtime  # reused, not rerun
+    row = next(line for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| vanilla |"))
+    assert row.startswith("| vanilla | 1 | ") and "±" not in row  # one seed: no spread claimed
 
 
 def test_compare_refuses_to_reuse_a_run_with_another_config(tmp_path, capsys):

@@ -166,6 +166,8 @@ def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "| cycle-2 | 2 |" in md and "1.000x" in md
+    spread = f"{cycle['test_ppl_mean']:.2f} ± {cycle['test_ppl_std']:.2f}"  # mean ± std over the two seeds
+    assert cycle["test_ppl_std"] > 0 and spread in md
     predicted = cycle["memory"]["predicted_model_state"]
     assert predicted == pytest.approx(cycle["memory"]["model_state"], rel=0.02)  # measured sits on the floor
     assert format_bytes(round(predicted)) in md and "CUDA memory" not in md  # no CUDA table for CPU runs
@@ -182,3 +184,6 @@ def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
     seed1 = {r["method"]: r["test_by_seed"][1] for r in rows}
     vanilla, cycle = collect(tmp_path)
     assert vanilla["seeds"] == 1 and cycle["test_vs_vanilla"] == pytest.approx(seed1["cycle-2"] / seed1["vanilla"])
+    assert main(["report", str(tmp_path)]) == 0  # one seed has no spread to show
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| vanilla |"))
+    assert row.startswith(f"| vanilla | 1 | {vanilla['val_ppl_mean']:.2f} | {vanilla['test_ppl_mean']:.2f} | 1.000x |")
