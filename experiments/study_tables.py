@@ -184,6 +184,8 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     if vanilla is None:
         return ["(no vanilla run here: the goal cannot be checked)"]
     variants = [v for v in DYNAMIC if v in rows]
+    if not variants:
+        return ["(no dynamic variant has finished here)"]
     shared = {v for v in variants if rows[v].get("tie_mode") == "share"}
     relaxed = {v for v in shared if rows[v].get("relax") == "lora"}  # the relaxation of RELAXED_CONTROLS
     columns = FIXED_CONTROLS + (SHARE_CONTROLS if shared else ()) + (RELAXED_CONTROLS if relaxed else ())

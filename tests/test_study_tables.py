@@ -42,6 +42,8 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     text = doc.read_text()
     assert "**Controls and the paper's agent**" in text and dlt_row in text
     assert "H1 churn" not in text and "| dlt-k16 |" not in text and "**Against the goal**" in text
+    assert tables.goal_check({"vanilla": tables.collect(results)["pydoc"]["vanilla"]}) == [
+        "(no dynamic variant has finished here)"]
     doc.write_text("<!-- horizon:start -->\n<!-- horizon:end -->\n")  # the confirmation: one table, the goal check
     assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study"), "--section",
                         "horizon"]) == 0
