@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dyntie_core.compare import format_mean_std
 from dyntie_core.config import RunConfig
 from dyntie_core.fileio import write_text_atomic
 from dyntie_core.report import dataset_label, method_label, paired_ratio
@@ -140,7 +141,7 @@ def _ratio(row: dict[str, Any], vanilla: dict[str, Any]) -> str:
 
 def _spread(row: dict[str, Any], key: str) -> str:
     """Mean, and the standard deviation over seeds where there are several."""
-    return f"{row[key]:.2f} ± {row[key + '_std']:.2f}" if row["seeds"] > 1 else f"{row[key]:.2f}"
+    return format_mean_std(row[key], row[key + "_std"], row["seeds"])
 
 
 def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[str]:
