@@ -78,7 +78,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
         assert config.train.seed in (2, 3)
         assert config.replace(train=dataclasses.replace(config.train, seed=1)) == seed1
     fast = {c.name: experiment_config(**c.params) for c in grids["study-horizon-fast"].cells}
-    for name, config in fast.items():  # the early shrink of the same seed, with only the tie window moved
+    for name, config in fast.items():  # seed 1's early shrink with only the seed and the tie window changed
         assert (config.method.progressive.start, config.method.progressive.end) == (0.02, 0.1)
         seed1 = share[name.replace(name.split("__")[0], "seed1", 1).replace("-fast", "-early")]
         moved = dataclasses.replace(config.method, progressive=seed1.method.progressive)
