@@ -1,5 +1,5 @@
 """Fixed sharing schemes as tie maps (METHOD.md section 5; Takase & Kiyono 2021), and the
-random fixed map that controls for the agent.
+random fixed maps that control for the agent and for the contiguous shape.
 
 Each function returns a tie map in which every entry points straight at a root, so
 its output is already chain-free. To add a scheme: a builder here, its name in
@@ -105,3 +105,19 @@ def random_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
             earlier = [r for r in roots if r < i]
             tie.append(earlier[int(torch.randint(0, len(earlier), (), generator=g))])
     return validate_tie_map(tie, n_layer)
+
+
+def random_contiguous_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
+    """A random map of ``n_unique`` contiguous groups, each run by its first position.
+
+    The cut points are a uniform draw of ``n_unique - 1`` of the ``n_layer - 1`` gaps, so every
+    composition of ``n_layer`` into ``n_unique`` groups is equally likely. It separates "the map is
+    contiguous" (as ``sequence`` and shrink's final maps are) from "the groups have equal sizes".
+    The cuts are the same draw as ``random_tie_map``'s roots at the same seed, so the two are paired.
+    """
+    if not 1 <= n_unique <= n_layer:
+        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
+    g = torch.Generator().manual_seed(seed)
+    cuts = sorted((torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist())
+    roots = [0, *cuts]
+    return validate_tie_map([max(r for r in roots if r <= i) for i in range(n_layer)], n_layer)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..config import MethodConfig
-from ..schemes import NEEDS_N_UNIQUE, SCHEMES, make_tie_map, random_tie_map
+from ..schemes import NEEDS_N_UNIQUE, SCHEMES, make_tie_map, random_contiguous_tie_map, random_tie_map
 from ..tying import TieMap, identity_map, validate_tie_map
 from .base import MethodSpec, PolicyHost
 
@@ -86,6 +86,12 @@ def _random_fixed(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
     return FixedPolicy("random-fixed", random_tie_map(n_layer, method.n_unique, seed))
 
 
+def _random_contiguous(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
+    if method.n_unique is None:
+        raise ValueError("random-contiguous needs n_unique (the number of contiguous groups to draw)")
+    return FixedPolicy("random-contiguous", random_contiguous_tie_map(n_layer, method.n_unique, seed))
+
+
 def _manual(method: MethodConfig, n_layer: int, seed: int) -> ManualPolicy:
     return ManualPolicy(method.schedule or [], n_layer)
 
@@ -94,5 +100,7 @@ SPECS = (
     *(_scheme_spec(name) for name in SCHEMES),
     MethodSpec("random-fixed", _random_fixed, "one random map with n_unique roots, held throughout (the agent's "
                "control)", n_unique="required"),
+    MethodSpec("random-contiguous", _random_contiguous, "one random map of n_unique contiguous groups (random "
+               "sizes), held throughout (the control for the contiguous shape)", n_unique="required"),
     MethodSpec("manual", _manual, "a schedule of [step, tie_map] pairs"),
 )
