@@ -89,14 +89,19 @@ def make_tie_map(name: str, n_layer: int, n_unique: int | None = None) -> TieMap
     return validate_tie_map(builders[name](), n_layer)
 
 
+def _random_roots(n_layer: int, n_unique: int, g: torch.Generator) -> list[int]:
+    """Block 0 plus ``n_unique - 1`` distinct blocks drawn uniformly from the rest, sorted: the one draw
+    both random maps start from, so at the same seed they have the same roots."""
+    if not 1 <= n_unique <= n_layer:
+        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
+    return sorted([0, *(torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist()])
+
+
 def random_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
     """A random map with exactly ``n_unique`` roots: block 0 plus ``n_unique - 1`` random blocks;
     every other block ties to a uniformly chosen earlier root."""
-    if not 1 <= n_unique <= n_layer:
-        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
     g = torch.Generator().manual_seed(seed)
-    others = (torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist()
-    roots = sorted([0, *others])
+    roots = _random_roots(n_layer, n_unique, g)
     tie = []
     for i in range(n_layer):
         if i in roots:
@@ -110,14 +115,10 @@ def random_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
 def random_contiguous_tie_map(n_layer: int, n_unique: int, seed: int) -> TieMap:
     """A random map of ``n_unique`` contiguous groups, each run by its first position.
 
-    The cut points are a uniform draw of ``n_unique - 1`` of the ``n_layer - 1`` gaps, so every
-    composition of ``n_layer`` into ``n_unique`` groups is equally likely. It separates "the map is
-    contiguous" (as ``sequence`` and shrink's final maps are) from "the groups have equal sizes".
-    The cuts are the same draw as ``random_tie_map``'s roots at the same seed, so the two are paired.
+    The group starts are ``random_tie_map``'s roots at the same seed (the two are paired), a uniform draw
+    of ``n_unique - 1`` of the ``n_layer - 1`` gaps, so every composition of ``n_layer`` into ``n_unique``
+    groups is equally likely. It separates "the map is contiguous" (as ``sequence`` and shrink's final
+    maps are) from "the groups have equal sizes".
     """
-    if not 1 <= n_unique <= n_layer:
-        raise ValueError(f"n_unique must be in [1, {n_layer}], got {n_unique}")
-    g = torch.Generator().manual_seed(seed)
-    cuts = sorted((torch.randperm(n_layer - 1, generator=g)[: n_unique - 1] + 1).tolist())
-    roots = [0, *cuts]
+    roots = _random_roots(n_layer, n_unique, torch.Generator().manual_seed(seed))
     return validate_tie_map([max(r for r in roots if r <= i) for i in range(n_layer)], n_layer)

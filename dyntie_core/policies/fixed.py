@@ -1,8 +1,8 @@
-"""Policies whose maps are known in advance: the fixed schemes, random-fixed, and manual schedules."""
+"""Policies whose maps are known in advance: fixed schemes, the random maps, and manual schedules."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -80,16 +80,14 @@ def _scheme_spec(name: str) -> MethodSpec:
                       n_unique="required" if name in NEEDS_N_UNIQUE else "checked")
 
 
-def _random_fixed(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
-    if method.n_unique is None:
-        raise ValueError("random-fixed needs n_unique (the number of unique blocks to draw)")
-    return FixedPolicy("random-fixed", random_tie_map(n_layer, method.n_unique, seed))
+def _random_spec(name: str, draw: Callable[[int, int, int], TieMap], description: str) -> MethodSpec:
+    """A method that draws one random map from the run's seed and holds it (random-fixed, random-contiguous)."""
+    def build(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
+        if method.n_unique is None:
+            raise ValueError(f"{name} needs n_unique (the number of unique blocks to draw)")
+        return FixedPolicy(name, draw(n_layer, method.n_unique, seed))
 
-
-def _random_contiguous(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
-    if method.n_unique is None:
-        raise ValueError("random-contiguous needs n_unique (the number of contiguous groups to draw)")
-    return FixedPolicy("random-contiguous", random_contiguous_tie_map(n_layer, method.n_unique, seed))
+    return MethodSpec(name, build, description, n_unique="required")
 
 
 def _manual(method: MethodConfig, n_layer: int, seed: int) -> ManualPolicy:
@@ -98,9 +96,9 @@ def _manual(method: MethodConfig, n_layer: int, seed: int) -> ManualPolicy:
 
 SPECS = (
     *(_scheme_spec(name) for name in SCHEMES),
-    MethodSpec("random-fixed", _random_fixed, "one random map with n_unique roots, held throughout (the agent's "
-               "control)", n_unique="required"),
-    MethodSpec("random-contiguous", _random_contiguous, "one random map of n_unique contiguous groups (random "
-               "sizes), held throughout (the control for the contiguous shape)", n_unique="required"),
+    _random_spec("random-fixed", random_tie_map, "one random map with n_unique roots, held throughout (the agent's "
+                 "control)"),
+    _random_spec("random-contiguous", random_contiguous_tie_map, "one random map of n_unique contiguous groups "
+                 "(random sizes), held throughout (the control for the contiguous shape)"),
     MethodSpec("manual", _manual, "a schedule of [step, tie_map] pairs"),
 )
