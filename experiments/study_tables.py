@@ -9,7 +9,8 @@ Reads every finished cell ``<dataset>__<variant>/run`` of a grid made by ``dynti
 hypothesis and dataset (cells of several seeds, such as ``seed1__<dataset>__<variant>``, are averaged). It also draws
 the Pareto plot (trainable parameters against test perplexity) per dataset and the tie-map history of the best
 dynamic variant per dataset, as PNGs in ``--figures``/SECTION, and checks every dynamic variant against issue 9's
-goal. ``--section horizon`` shows the confirmation grid's variants in one table. Nothing here is tuned by hand:
+goal. ``--section horizon`` (or ``horizon-<name>``, a second section from another folder, such as the cells kept in
+``results/horizon``) shows the confirmation grid's variants and their validation curves. Nothing here is tuned by hand:
 rerun it after more cells finish. Cells that have not finished are listed as missing.
 """
 
@@ -78,6 +79,11 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of every fixed
 # 4-block control by more than the seed spread, on 3 seeds
 GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
+
+
+def is_horizon(section: str) -> bool:
+    """Whether a section shows the confirmation's layout (``horizon``, ``horizon-<name>``) or the screen's."""
+    return section == "horizon" or section.startswith("horizon-")
 
 
 def _cell_key(run: RunDir, config: RunConfig) -> tuple[str, str]:
@@ -334,8 +340,8 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
     figures.mkdir(parents=True, exist_ok=True)
     out = []
     # validation curves where a few variants share a figure (the confirmation); the screen has too many to read
-    series = curves(results) if results is not None and section == "horizon" else {}
-    groups = HORIZON if section == "horizon" else HYPOTHESES
+    series = curves(results) if results is not None and is_horizon(section) else {}
+    groups = HORIZON if is_horizon(section) else HYPOTHESES
     for dataset in sorted(data):
         rows = data[dataset]
         slug = dataset.replace("/", "-")

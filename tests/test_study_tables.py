@@ -53,6 +53,14 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert "| dlt | 1 |" in text and "random-fixed-4 not run" in text  # the goal check says what is missing
     assert "(study/horizon/curves-pydoc.png)" in text
     assert (tmp_path / "study" / "horizon" / "curves-pydoc.png").read_bytes()[:4] == b"\x89PNG"
+    doc.write_text("<!-- horizon-kept:start -->\n<!-- horizon-kept:end -->\n")  # a second folder, same layout
+    assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "study"), "--section",
+                        "horizon-kept"]) == 0
+    text = doc.read_text()
+    assert "**Controls, the paper's agent, the best fixed baseline and the candidates**" in text
+    assert "H1 churn" not in text and "(study/horizon-kept/curves-pydoc.png)" in text
+    assert (tmp_path / "study" / "horizon-kept" / "curves-pydoc.png").is_file()
+    assert not tables.is_horizon("horizonless") and not tables.is_horizon("screen")
     found = tables.curves(results)["pydoc"]
     assert set(found) == set(cells) and all(seed == 1337 and steps[-1] == 8 for seed, steps, _ in found["dlt"])
     doc.write_text("no markers here\n")
