@@ -194,6 +194,17 @@ def test_n_unique_labels_only_the_methods_that_use_it():
         parse_methods("dlt:3")
 
 
+def test_every_method_that_requires_a_count_is_refused_without_one_before_it_is_built():
+    from dyntie_core.config import MethodConfig
+    from dyntie_core.policies import METHODS, check_method
+
+    required = sorted(name for name, spec in METHODS.items() if spec.n_unique == "required")
+    assert {"random-fixed", "random-contiguous", "shrink", "grow", "soft", "cycle"} <= set(required)
+    for name in required:
+        with pytest.raises(ValueError, match=f"method '{name}' needs n_unique"):
+            check_method(MethodConfig(name=name))
+
+
 def test_an_unfinished_run_is_not_replaced_without_force(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--steps", "6", "--checkpoint-interval", "3", *TINY]) == 0

@@ -32,8 +32,10 @@ def method_spec(name: str) -> MethodSpec:
 
 
 def check_method(method: MethodConfig) -> MethodSpec:
-    """Reject a method config whose settings would be silently ignored."""
+    """Reject a method config whose settings would be silently ignored, or that lacks a count it needs."""
     spec = method_spec(method.name)
+    if spec.n_unique == "required" and method.n_unique is None:
+        raise ValueError(f"method {method.name!r} needs n_unique (the number of unique blocks; --n-unique N)")
     if spec.n_unique == "none" and method.n_unique is not None:
         raise ValueError(f"method {method.name!r} does not take n_unique (it would have no effect); "
                          f"methods that do: {', '.join(n for n, s in METHODS.items() if s.n_unique != 'none')}")

@@ -81,10 +81,10 @@ def _scheme_spec(name: str) -> MethodSpec:
 
 
 def _random_spec(name: str, draw: Callable[[int, int, int], TieMap], description: str) -> MethodSpec:
-    """A method that draws one random map from the run's seed and holds it (random-fixed, random-contiguous)."""
+    """A method that draws one random map of n_unique roots from the run's seed and holds it (random-fixed,
+    random-contiguous); ``check_method`` enforces the required count before any build."""
     def build(method: MethodConfig, n_layer: int, seed: int) -> FixedPolicy:
-        if method.n_unique is None:
-            raise ValueError(f"{name} needs n_unique (the number of unique blocks to draw)")
+        assert method.n_unique is not None, "check_method requires n_unique"
         return FixedPolicy(name, draw(n_layer, method.n_unique, seed))
 
     return MethodSpec(name, build, description, n_unique="required")

@@ -125,22 +125,21 @@ class GrowPolicy(_ProgressivePolicy):
         return roots
 
 
-def scheduled_builder(cls: type[_ProgressivePolicy], target: str) -> Callable[[MethodConfig, int, int], Any]:
-    """The registry's builder for a policy of ``n_unique`` blocks (``target`` says which) scheduled by
-    ``MethodConfig.progressive``."""
+def scheduled_builder(cls: type[_ProgressivePolicy]) -> Callable[[MethodConfig, int, int], Any]:
+    """The registry's builder for a policy of ``n_unique`` blocks scheduled by ``MethodConfig.progressive``
+    (its spec says n_unique="required", which ``check_method`` enforces before any build)."""
     def build(method: MethodConfig, n_layer: int, seed: int) -> _ProgressivePolicy:
-        if method.n_unique is None:
-            raise ValueError(f"method {method.name!r} needs n_unique (the number of {target})")
+        assert method.n_unique is not None, "check_method requires n_unique"
         return cls(n_layer, method.n_unique, method.progressive)
     return build
 
 
 SPECS = (
-    MethodSpec("shrink", scheduled_builder(ShrinkPolicy, "unique blocks it ends with"),
+    MethodSpec("shrink", scheduled_builder(ShrinkPolicy),
                "start independent, tie a pair of blocks (the most alike, or with criterion=loss the cheapest tie) "
                "at evenly spaced steps until n_unique remain (settings: MethodConfig.progressive)",
                n_unique="required", progressive=True),
-    MethodSpec("grow", scheduled_builder(GrowPolicy, "unique blocks it ends with"),
+    MethodSpec("grow", scheduled_builder(GrowPolicy),
                "start with every block tied to block 0, untie the position with the largest would-be "
                "gradient at evenly spaced steps until n_unique exist (settings: MethodConfig.progressive)",
                n_unique="required", progressive=True),

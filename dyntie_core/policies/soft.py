@@ -58,7 +58,7 @@ class SoftPolicy(_ProgressivePolicy):
 
 
 SPECS = (
-    MethodSpec("soft", scheduled_builder(SoftPolicy, "template blocks"),
+    MethodSpec("soft", scheduled_builder(SoftPolicy),
                "soft sharing: blocks 0..n_unique-1 are templates, every later position a learned "
                "mixture of them (needs relax=mix), annealed to hard between the progressive start and end",
                n_unique="required", progressive=True),
