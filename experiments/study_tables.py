@@ -34,8 +34,8 @@ from dyntie_core.staticplots import run_history_png
 FIXED_CONTROLS = ("random-fixed-4", "cycle-rev-4", "sequence-4")
 # the same maps in share mode: a share-mode variant spends vanilla's compute, so it must beat these too
 SHARE_CONTROLS = tuple(f"{c}-share" for c in FIXED_CONTROLS)
-# the fixed map with LoRA-relaxed ties in share mode: the same-parameter control of a relaxed share-mode variant
-RELAXED_CONTROLS = ("random-fixed-4-share-lora8",)
+# the fixed maps with LoRA-relaxed ties in share mode: the same-parameter controls of a relaxed share-mode variant
+RELAXED_CONTROLS = tuple(f"{c}-lora8" for c in SHARE_CONTROLS)
 # all-shared (1 unique block) is the fixed map at the count the paper's agent ends with at the horizon
 # random-contiguous-4-share (random group sizes, grids/study-horizon-contiguous.yaml) tests whether contiguity is what
 # makes sequence-4-share work; shown beside the fixed maps, not yet a column of the goal check
@@ -60,7 +60,8 @@ DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-rela
            "dlt-lossimp", "dlt-lossimp-pen0.003", "dlt-lossimp-pen0.01", "dlt-lossimp-pen0.05", "dlt-replay",
            "dlt-progress", "dlt-combo", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
            "shrink-4-early", "shrink-4-loss-lora", "shrink-4-loss-share", "shrink-4-loss-share-early",
-           "shrink-4-loss-share-fast", "shrink-4-loss-share-lora8", "grow-4", "soft-4", "soft-4-share")
+           "shrink-4-loss-share-fast", "shrink-4-loss-share-lora8", "shrink-4-loss-share-fast-lora8", "grow-4",
+           "soft-4", "soft-4-share")
 
 
 # the confirmation (grids/cpu-horizon.yaml and the study-horizon*.yaml grids, all in one folder)
@@ -73,8 +74,8 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
         "sandwich-4", "sandwich-4-share", "sequence-4-share", "random-contiguous-4-share", "shrink-4-loss",
         "shrink-4-loss-share", "shrink-4-loss-share-early", "shrink-4-loss-share-fast")),
     ("H3 with H4 at the horizon: LoRA-relaxed ties (rank 8) in share mode", (
-        "vanilla", "random-fixed-4-share", "shrink-4-loss-share", "random-fixed-4-share-lora8",
-        "shrink-4-loss-share-lora8")),
+        "vanilla", "random-fixed-4-share", "sequence-4-share", "shrink-4-loss-share", "shrink-4-loss-share-fast",
+        *RELAXED_CONTROLS, "shrink-4-loss-share-lora8", "shrink-4-loss-share-fast-lora8")),
 )
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of every fixed
 # 4-block control by more than the seed spread, on 3 seeds

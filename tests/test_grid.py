@@ -38,7 +38,7 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
     assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon",
                           "study-horizon-share", "study-horizon-confirm", "study-horizon-fast",
-                          "study-horizon-contiguous", "paper-gpt2", "paper-bert"}
+                          "study-horizon-contiguous", "study-horizon-relaxed", "paper-gpt2", "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
@@ -47,11 +47,11 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
         for cell in grid.cells:
             experiment_config(**cell.params)
     horizon = ("cpu-horizon", "study-horizon", "study-horizon-share", "study-horizon-confirm", "study-horizon-fast",
-               "study-horizon-contiguous")
+               "study-horizon-contiguous", "study-horizon-relaxed")
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 30 + 24 + 16 + 16 + 6 + 6
+    assert len(names) == len(set(names)) == 30 + 24 + 16 + 20 + 6 + 6 + 18
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells
@@ -84,6 +84,13 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
         seed1 = share[name.replace(name.split("__")[0], "seed1", 1).replace("-fast", "-early")]
         moved = dataclasses.replace(config.method, progressive=seed1.method.progressive)
         assert config.replace(method=moved, train=dataclasses.replace(config.train, seed=1)) == seed1
+    plain = {**share, **confirm, **fast}
+    relaxed_cells = {c.name: experiment_config(**c.params) for c in grids["study-horizon-relaxed"].cells}
+    assert len(relaxed_cells) == 18
+    for name, config in relaxed_cells.items():  # a plain share-mode cell of the same seed with rank-8 LoRA ties added
+        base = plain[name.removesuffix("-lora8")]
+        assert (config.model.relax, config.model.relax_rank) == ("lora", 8) and base.model.relax == "none"
+        assert config.replace(model=base.model) == base
     randoms = {c.name: experiment_config(**c.params) for name in ("study-horizon-share", "study-horizon-confirm")
                for c in grids[name].cells if c.name.endswith("__random-fixed-4-share")}
     contiguous = {c.name: experiment_config(**c.params) for c in grids["study-horizon-contiguous"].cells}

@@ -143,19 +143,27 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
             "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
             "sequence-4-share": row(104.5, "share"),
             "random-fixed-4-share-lora8": row(101.0, "share", "lora"),
+            "cycle-rev-4-share-lora8": row(103.0, "share", "lora"),
+            "sequence-4-share-lora8": row(102.0, "share", "lora"),
             "shrink-4-loss-share-lora8": row(101.5, "share", "lora"),  # beats every plain control, not its own
-            "shrink-4-loss-share": row(101.8, "share"),  # has fewer parameters than the relaxed control
+            "shrink-4-loss-share-fast-lora8": row(100.4, "share", "lora"),  # beats every control by more than 0.5
+            "shrink-4-loss-share": row(101.8, "share"),  # has fewer parameters than the relaxed controls
             "shrink-4-loss": row(101.9)}  # follow mode: neither share-mode control applies
     lines = tables.goal_check(rows)
-    assert lines[0].count("margin / spread") == 7 and "ahead of random-fixed-4-share-lora8" in lines[0]
+    assert lines[0].count("margin / spread") == 9
+    assert ("| ahead of random-fixed-4-share-lora8: margin / spread "
+            "| ahead of cycle-rev-4-share-lora8: margin / spread "
+            "| ahead of sequence-4-share-lora8: margin / spread |" in lines[0])
     by_variant = {line.split(" | ")[0][2:]: line for line in lines[2:]}
     assert by_variant["shrink-4-loss-share-lora8"].endswith(
         "| +8.50 / 0.50 | +10.50 / 0.50 | +9.50 / 0.50 | +2.50 / 0.50 | +3.50 / 0.50 | +3.00 / 0.50 | -0.50 / 0.50 | "
-        "behind random-fixed-4-share-lora8 |")
+        "+1.50 / 0.50 | +0.50 / 0.50 | behind random-fixed-4-share-lora8; ahead of sequence-4-share-lora8 by less than "
+        "the spread |")
+    assert by_variant["shrink-4-loss-share-fast-lora8"].endswith(
+        "| +0.60 / 0.50 | +2.60 / 0.50 | +1.60 / 0.50 | **meets the goal** |")
     assert by_variant["shrink-4-loss-share"].endswith("| +2.20 / 0.50 | +3.20 / 0.50 | +2.70 / 0.50 | "
-                                                      "- (more parameters) | **meets the goal** |")
-    assert by_variant["shrink-4-loss"].endswith("| - (more compute) | - (more compute) | - (more compute) | "
-                                                "- (more compute) | **meets the goal** |")
+                                                      + "- (more parameters) | " * 3 + "**meets the goal** |")
+    assert by_variant["shrink-4-loss"].endswith("| " + "- (more compute) | " * 6 + "**meets the goal** |")
 
 
 def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
