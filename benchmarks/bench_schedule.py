@@ -16,6 +16,7 @@ step time to a real budget (``--project``, default the paper's 13,200 steps): or
     python benchmarks/bench_schedule.py --only share --only random-fixed   # share mode against follow mode
     python benchmarks/bench_schedule.py --only "share, relax"              # LoRA-relaxed ties in share mode
     python benchmarks/bench_schedule.py --only "share, early"              # the early-window candidate
+    python benchmarks/bench_schedule.py --only fast --only sequence        # the fast window, the map it finds, LoRA
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from dyntie_core.events import TieChangeEvent  # noqa: E402
 from dyntie_core.loop import Trainer  # noqa: E402
 
 LOSS = ProgressiveConfig(criterion="loss")
+FAST = ProgressiveConfig(criterion="loss", start=0.02, end=0.1)  # the fast window of grids/study-horizon-fast.yaml
+LORA8 = {"tie_mode": "share", "relax": "lora", "relax_rank": 8}
 VARIANTS = (  # (label, method, model settings)
     ("vanilla", MethodConfig("vanilla"), {}),
     ("sandwich-4 (fixed)", MethodConfig("sandwich", n_unique=4), {}),
@@ -53,10 +56,14 @@ VARIANTS = (  # (label, method, model settings)
     ("shrink-4 (loss, share, early: ties over 10-50% of the run)",
      MethodConfig("shrink", n_unique=4, progressive=ProgressiveConfig(criterion="loss", start=0.1, end=0.5)),
      {"tie_mode": "share"}),
-    ("random-fixed-4 (fixed, share, relax=lora r8)", MethodConfig("random-fixed", n_unique=4),
-     {"tie_mode": "share", "relax": "lora", "relax_rank": 8}),
-    ("shrink-4 (loss, share, relax=lora r8)", MethodConfig("shrink", n_unique=4, progressive=LOSS),
-     {"tie_mode": "share", "relax": "lora", "relax_rank": 8}),
+    ("shrink-4 (loss, share, fast: ties over 2-10% of the run)", MethodConfig("shrink", n_unique=4, progressive=FAST),
+     {"tie_mode": "share"}),
+    ("sequence-4 (fixed, share)", MethodConfig("sequence", n_unique=4), {"tie_mode": "share"}),
+    ("random-fixed-4 (fixed, share, relax=lora r8)", MethodConfig("random-fixed", n_unique=4), LORA8),
+    ("shrink-4 (loss, share, relax=lora r8)", MethodConfig("shrink", n_unique=4, progressive=LOSS), LORA8),
+    ("shrink-4 (loss, share, fast: ties over 2-10% of the run, relax=lora r8)",
+     MethodConfig("shrink", n_unique=4, progressive=FAST), LORA8),
+    ("sequence-4 (fixed, share, relax=lora r8)", MethodConfig("sequence", n_unique=4), LORA8),
     ("soft-4 (relax=mix)", MethodConfig("soft", n_unique=4), {"relax": "mix"}),
     ("dlt (the paper's agent)", MethodConfig("dlt"), {}),
 )
