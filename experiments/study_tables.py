@@ -188,7 +188,7 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     comparison is over the seeds both sides have finished (a variant with seeds 1-3 against a vanilla with seed 1
     is compared on seed 1, and counts as one seed). A share-mode
     variant (its runs' ``tie_mode``) must also beat the fixed maps in share mode, which cost the same compute, and a
-    relaxed share-mode variant (its runs' ``relax``) the fixed map with the same relaxation, which has the same
+    relaxed share-mode variant (its runs' ``relax``) the fixed maps with the same relaxation, which have the same
     parameters. A control is never held against a variant that spends less than it."""
     vanilla = rows.get("vanilla")
     if vanilla is None:
