@@ -187,10 +187,10 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     """How close each dynamic variant came to the goal: one row each, with the reasons it falls short. The seed
     spread of a comparison is the larger of the two standard deviations of test perplexity over seeds, and every
     comparison is over the seeds both sides have finished (a variant with seeds 1-3 against a vanilla with seed 1
-    is compared on seed 1, and counts as one seed). A share-mode
-    variant (its runs' ``tie_mode``) must also beat the fixed maps in share mode, which cost the same compute, and a
-    relaxed share-mode variant (its runs' ``relax``) the fixed maps with the same relaxation, which have the same
-    parameters. A control is never held against a variant that spends less than it."""
+    is compared on seed 1, and counts as one seed). A share-mode variant (its runs' ``tie_mode``) must also beat the
+    fixed maps in share mode and a random contiguous map, which cost the same compute, and a relaxed share-mode
+    variant (its runs' ``relax``) the fixed maps with the same relaxation, which have the same parameters. A control
+    is never held against a variant that spends less than it."""
     vanilla = rows.get("vanilla")
     if vanilla is None:
         return ["(no vanilla run here: the goal cannot be checked)"]
