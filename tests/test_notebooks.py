@@ -1,6 +1,7 @@
 """Notebooks: stored as jupytext pairs with the outputs of a small deterministic run (which ``make test``
 checks with nbval), and run headless through papermill with results read back and checked."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -69,3 +70,14 @@ def test_notebook_pairs_are_in_sync(source):
     assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in stored.cells] == \
         [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in expected.cells]
     assert stored.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """papermill skips a parameter line it cannot parse (an `=` in its comment) and then warns that the parameter
+    is unknown when a user passes it; every name the parameters cell assigns must be one papermill reads."""
+    papermill = pytest.importorskip("papermill")
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)]
+    assert assigned and list(papermill.inspect_notebook(str(path))) == assigned

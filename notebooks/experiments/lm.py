@@ -33,7 +33,7 @@ method = ""          # empty: the preset's; vanilla, dlt, random, random-fixed, 
 n_unique = None      # for the methods that take it
 agent = {}           # DLT agent settings, e.g. {"k_steps": 4, "reward": "loss-improvement"}
 steps = None         # a step budget, or
-episodes = None      # agent episodes: steps = episodes x (L - 1) x K (None for both: the preset's)
+episodes = None      # agent episodes, (L - 1) x K steps each (None for both: the preset's)
 seed = 1337
 device = ""          # empty: the preset's
 overrides = {}       # partial config sections, e.g. {"model": {"n_embd": 64}, "train": {"eval_interval": 20}}
