@@ -292,6 +292,8 @@ class ProgressiveConfig(Serializable):
     end: float = option(0.75, "fraction of the steps by which the target unique-block count is reached")
     criterion: str = option("cosine", "shrink: which pair of roots to tie: cosine (the most similar weights) or "
                             "loss (the tie that raises a training probe batch's loss least)")
+    adjacent: bool = option(False, "shrink: only tie neighbouring groups (the roots of consecutive positions), so "
+                            "every map stays contiguous, the shape that trains best in share mode (docs/STUDY.md)")
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.start <= self.end <= 1.0,

@@ -61,8 +61,8 @@ DYNAMIC = ("dlt", "dlt-k16", "dlt-commit5", "dlt-switch", "dlt-carry", "dlt-rela
            "dlt-lossimp", "dlt-lossimp-pen0.003", "dlt-lossimp-pen0.01", "dlt-lossimp-pen0.05", "dlt-replay",
            "dlt-progress", "dlt-combo", "shrink-4", "shrink-4-relax", "shrink-4-lora", "shrink-4-loss",
            "shrink-4-early", "shrink-4-loss-lora", "shrink-4-loss-share", "shrink-4-loss-share-early",
-           "shrink-4-loss-share-fast", "shrink-4-loss-share-lora8", "shrink-4-loss-share-fast-lora8", "grow-4",
-           "soft-4", "soft-4-share")
+           "shrink-4-loss-share-fast", "shrink-4-loss-share-fast-adjacent", "shrink-4-loss-share-lora8",
+           "shrink-4-loss-share-fast-lora8", "grow-4", "soft-4", "soft-4-share")
 
 
 # the confirmation (grids/cpu-horizon.yaml and the study-horizon*.yaml grids, all in one folder)
@@ -73,7 +73,8 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("H4 at the horizon: share mode (vanilla's compute) against follow mode", (
         "vanilla", "random-fixed-4", "cycle-rev-4", "sequence-4", "random-fixed-4-share", "cycle-rev-4-share",
         "sandwich-4", "sandwich-4-share", "sequence-4-share", "random-contiguous-4-share", "shrink-4-loss",
-        "shrink-4-loss-share", "shrink-4-loss-share-early", "shrink-4-loss-share-fast")),
+        "shrink-4-loss-share", "shrink-4-loss-share-early", "shrink-4-loss-share-fast",
+        "shrink-4-loss-share-fast-adjacent")),
     ("H3 with H4 at the horizon: LoRA-relaxed ties (rank 8) in share mode", (
         "vanilla", "random-fixed-4-share", "sequence-4-share", "shrink-4-loss-share", "shrink-4-loss-share-fast",
         *RELAXED_CONTROLS, "shrink-4-loss-share-lora8", "shrink-4-loss-share-fast-lora8")),

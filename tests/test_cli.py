@@ -267,9 +267,9 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, capsys)
 def test_progressive_schedule_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "shrink"
     assert main(["train", "--out", str(out), "--method", "shrink", "--n-unique", "2", "--progressive", "start=0.1",
-                 "--progressive", "end=0.3", "--steps", "20", *TINY]) == 0
+                 "--progressive", "end=0.3", "--progressive", "adjacent=true", "--steps", "20", *TINY]) == 0
     config = json.loads((out / "config.json").read_text())["method"]
-    assert config["progressive"] == {"start": 0.1, "end": 0.3, "criterion": "cosine"}
+    assert config["progressive"] == {"start": 0.1, "end": 0.3, "criterion": "cosine", "adjacent": True}
     ties = [json.loads(line)["step"] for line in (out / "tie_maps.jsonl").read_text().splitlines()]
     assert ties == [0, 2, 6]  # 2 ties, at 10% and 30% of 20 steps
     assert main(["train", "--out", str(tmp_path / "bad"), "--method", "shrink", "--n-unique", "2", "--progressive",

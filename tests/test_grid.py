@@ -38,7 +38,8 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
     grids = {p.stem: load_grid(p) for p in sorted((ROOT / "grids").glob("*.yaml"))}
     assert set(grids) == {"cpu-smoke", "cpu-table", "cpu-horizon", "study-screen", "study-horizon",
                           "study-horizon-share", "study-horizon-confirm", "study-horizon-fast",
-                          "study-horizon-contiguous", "study-horizon-relaxed", "paper-gpt2", "paper-bert"}
+                          "study-horizon-contiguous", "study-horizon-relaxed", "study-horizon-adjacent", "paper-gpt2",
+                          "paper-bert"}
     assert [c.name for c in grids["cpu-smoke"].cells] == ["vanilla__seed1", "dlt__seed1", "cycle-rev-2__seed1"]
     dlt = grids["cpu-smoke"].cells[1].params
     assert dlt["agent"] == {"k_steps": 2} and grids["cpu-smoke"].cells[2].params["n_unique"] == 2
@@ -47,11 +48,17 @@ def test_grid_files_expand_and_bad_ones_are_refused(tmp_path):
         for cell in grid.cells:
             experiment_config(**cell.params)
     horizon = ("cpu-horizon", "study-horizon", "study-horizon-share", "study-horizon-confirm", "study-horizon-fast",
-               "study-horizon-contiguous", "study-horizon-relaxed")
+               "study-horizon-contiguous", "study-horizon-relaxed", "study-horizon-adjacent")
     for name in horizon:  # 300 episodes, and names that do not collide in one folder
         assert {experiment_config(**c.params).train.steps for c in grids[name].cells} == {13200}, name
     names = [c.name for name in horizon for c in grids[name].cells]
-    assert len(names) == len(set(names)) == 30 + 24 + 16 + 20 + 6 + 6 + 18
+    assert len(names) == len(set(names)) == 30 + 24 + 16 + 20 + 6 + 6 + 18 + 6
+    adjacent = {c.name: experiment_config(**c.params) for c in grids["study-horizon-adjacent"].cells}
+    fast = experiment_config(**next(c.params for c in grids["study-horizon-fast"].cells
+                                    if c.name == "seed3__wikitext-2-raw__shrink-4-loss-share-fast"))
+    adj = adjacent["seed3__wikitext-2-raw__shrink-4-loss-share-fast-adjacent"]
+    assert adj.method.progressive.adjacent and not fast.method.progressive.adjacent  # the one factor that differs
+    assert adj.replace(method=fast.method) == fast
     share = {c.name: experiment_config(**c.params) for c in grids["study-horizon-share"].cells}
     fixed = share["seed1__tinyshakespeare-input.txt__random-fixed-4-share"]  # the follow control with share mode
     follow = experiment_config(**next(c.params for c in grids["cpu-horizon"].cells

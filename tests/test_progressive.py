@@ -8,7 +8,7 @@ import torch
 from dyntie_core.config import ConfigError, MethodConfig, ProgressiveConfig
 from dyntie_core.loop import Trainer
 from dyntie_core.policies import make_policy
-from dyntie_core.policies.progressive import most_similar_pair, tie_steps
+from dyntie_core.policies.progressive import candidate_pairs, most_similar_pair, tie_steps
 from dyntie_core.rundir import RunDir
 
 from .conftest import small_run_config
@@ -96,6 +96,34 @@ def test_shrink_by_loss_ties_the_pair_whose_tie_costs_least():
     host = FakeLossHost(100, {(0, 3): 0.5, (1, 2): 0.7, (2, 3): 0.9})
     assert drive(policy, host) == {25: (0, 1, 2, 0), 75: (0, 1, 1, 0)}  # not cosine's (2, 3)
     assert host.asked == [6, 3]  # every pair of the current roots was tried
+
+
+def test_adjacent_candidates_are_the_groups_that_meet_at_a_boundary():
+    assert candidate_pairs([0, 1, 2, 3], adjacent=True) == [(0, 1), (1, 2), (2, 3)]
+    assert candidate_pairs([0, 0, 2, 2, 2, 5], adjacent=True) == [(0, 2), (2, 5)]
+    assert candidate_pairs([0, 0, 2, 2, 2, 5]) == [(0, 2), (0, 5), (2, 5)]
+    g = torch.Generator().manual_seed(0)
+    a, w, v = (torch.randn(20, generator=g) for _ in range(3))
+    weights = {0: a, 1: w, 2: 2 * a + 0.01 * v, 3: v}
+    assert most_similar_pair(weights) == (0, 2)  # alike but not neighbours
+    assert most_similar_pair(weights, candidate_pairs([0, 1, 2, 3], adjacent=True)) != (0, 2)
+
+
+def test_adjacent_shrink_by_loss_keeps_every_map_contiguous():
+    progressive = ProgressiveConfig(criterion="loss", adjacent=True)
+    policy = make_policy(MethodConfig(name="shrink", n_unique=2, progressive=progressive), n_layer=4)
+    host = FakeLossHost(100, {(0, 3): 0.5, (1, 2): 0.7, (1, 3): 0.8, (2, 3): 0.9})
+    assert drive(policy, host) == {25: (0, 1, 1, 3), 75: (0, 1, 1, 1)}  # (0, 3), the cheapest, is not a neighbour
+    assert host.asked == [3, 2]  # only neighbouring groups were tried
+    with pytest.raises(ValueError, match="shrink only"):
+        make_policy(MethodConfig(name="grow", n_unique=2, progressive=progressive), n_layer=4)
+
+
+def test_adjacent_shrink_in_training_ends_contiguous():
+    config = small_run_config(steps=30, method="shrink", n_unique=2,
+                              progressive=ProgressiveConfig(start=0.2, end=0.6, criterion="loss", adjacent=True))
+    final = Trainer(config).run()["tie_map"]
+    assert len(set(final)) == 2 and final == sorted(final) and final[0] == 0  # two runs of consecutive positions
 
 
 def test_tie_losses_try_maps_on_a_copy_and_leave_the_model_alone():

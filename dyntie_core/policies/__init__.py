@@ -39,6 +39,8 @@ def check_method(method: MethodConfig) -> MethodSpec:
     if spec.n_unique == "none" and method.n_unique is not None:
         raise ValueError(f"method {method.name!r} does not take n_unique (it would have no effect); "
                          f"methods that do: {', '.join(n for n, s in METHODS.items() if s.n_unique != 'none')}")
+    if method.progressive.adjacent and method.name != "shrink":
+        raise ValueError(f"progressive.adjacent applies to shrink only; {method.name!r} would ignore it")
     return spec
 
 

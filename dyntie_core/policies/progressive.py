@@ -4,7 +4,7 @@
   time is tied, the later block to the earlier, choosing the pair whose weights are most alike (cosine
   similarity of all the block's parameters) or, with ``criterion="loss"``, the pair whose tie raises a
   training probe batch's loss least (every pair is tried on a copy of the model), until ``n_unique`` roots
-  remain.
+  remain. With ``adjacent``, only neighbouring groups are candidates, so every map stays contiguous.
 - ``grow``: every block starts tied to block 0; one position at a time becomes independent (from the weights
   it was running), choosing the tied position whose weights would receive the largest gradient on a probe
   batch, until ``n_unique`` roots exist.
@@ -35,25 +35,36 @@ def tie_steps(n_ties: int, total_steps: int, cfg: ProgressiveConfig) -> list[int
     return [round(first + (last - first) * k / (n_ties - 1)) for k in range(n_ties)]
 
 
-def most_similar_pair(weights: dict[int, torch.Tensor]) -> tuple[int, int]:
-    """The roots ``(i, j)``, ``i < j``, whose flattened weights have the largest cosine similarity."""
+def candidate_pairs(roots: Sequence[int], adjacent: bool = False) -> list[tuple[int, int]]:
+    """The pairs of roots ``(keep, drop)``, ``keep < drop``, that a shrink step may tie: every pair, or with
+    ``adjacent`` only the groups that meet at a position boundary (which keeps a contiguous map contiguous)."""
+    if adjacent:
+        return sorted({(min(a, b), max(a, b)) for a, b in zip(roots, roots[1:], strict=False) if a != b})
+    distinct = sorted(set(roots))
+    return [(a, b) for a in distinct for b in distinct if a < b]
+
+
+def most_similar_pair(weights: dict[int, torch.Tensor],
+                      pairs: Sequence[tuple[int, int]] | None = None) -> tuple[int, int]:
+    """The roots ``(i, j)``, ``i < j``, whose flattened weights have the largest cosine similarity, among ``pairs``
+    (default: every pair of ``weights``' roots); equal similarities go to the first pair."""
     roots = sorted(weights)
-    if len(roots) < 2:
+    pairs = list(pairs) if pairs is not None else candidate_pairs(roots)
+    if len(roots) < 2 or not pairs:
         raise ValueError("need at least two roots to tie a pair")
     stacked = torch.stack([weights[r].float() for r in roots])
     unit = stacked / stacked.norm(dim=1, keepdim=True).clamp_min(1e-12)
     sim = unit @ unit.T
-    sim.fill_diagonal_(-float("inf"))
-    flat = int(torch.argmax(sim))
-    a, b = divmod(flat, len(roots))
-    return roots[min(a, b)], roots[max(a, b)]
+    index = {r: k for k, r in enumerate(roots)}
+    scores = [float(sim[index[a], index[b]]) for a, b in pairs]
+    return pairs[max(range(len(pairs)), key=lambda k: (scores[k], -k))]
 
 
-def cheapest_pair(roots: Sequence[int], tie_losses: Callable[[list[list[int]]], list[float]]) -> tuple[int, int]:
+def cheapest_pair(roots: Sequence[int], tie_losses: Callable[[list[list[int]]], list[float]],
+                  adjacent: bool = False) -> tuple[int, int]:
     """The roots ``(keep, drop)``, ``keep < drop``, whose tie gives the lowest of ``tie_losses`` (candidate maps ->
-    their losses), every pair tried; equal losses go to the first pair."""
-    distinct = sorted(set(roots))
-    pairs = [(a, b) for a in distinct for b in distinct if a < b]
+    their losses), every candidate pair tried (``candidate_pairs``); equal losses go to the first pair."""
+    pairs = candidate_pairs(roots, adjacent)
     losses = tie_losses([[a if r == b else r for r in roots] for a, b in pairs])
     return pairs[min(range(len(pairs)), key=lambda k: (losses[k], pairs[k]))]
 
@@ -102,8 +113,8 @@ class ShrinkPolicy(_ProgressivePolicy):
         """The pair of roots ``(keep, drop)`` to tie next, by the configured criterion."""
         if self.config.criterion == "cosine":
             weights = host.root_weights()
-            return most_similar_pair({r: weights[r] for r in set(roots)})
-        return cheapest_pair(roots, host.tie_losses)
+            return most_similar_pair({r: weights[r] for r in set(roots)}, candidate_pairs(roots, self.config.adjacent))
+        return cheapest_pair(roots, host.tie_losses, self.config.adjacent)
 
 
 class GrowPolicy(_ProgressivePolicy):
