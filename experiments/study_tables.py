@@ -177,10 +177,11 @@ def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[s
         lines.append(
             f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | "
             f"{'-' if v in CONTROLS else against_best_fixed(r)} | "
-            f"{_spread(r, 'val')} | {r['unique']:g} | {r['trainable']:,.0f} | {r['state'] / 2**20:.2f} MiB ({exact}) | "
+            f"{_spread(r, 'val')} | {r['unique']:.3g} | {r['trainable']:,.0f} | "
+            f"{r['state'] / 2**20:.2f} MiB ({exact}) | "
             f"{r['tokens_per_s'] / vanilla['tokens_per_s']:.2f} | {r['changes']:g} | {jump} |"
             if vanilla else f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | - | - | "
-            f"{_spread(r, 'val')} | {r['unique']:g} | {r['trainable']:,.0f} | - | - | {r['changes']:g} | {jump} |")
+            f"{_spread(r, 'val')} | {r['unique']:.3g} | {r['trainable']:,.0f} | - | - | {r['changes']:g} | {jump} |")
     return lines
 
 
@@ -211,7 +212,7 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
         short = ["no seed in common with vanilla"] if ratio is None else []
         if ratio is not None and ratio > GOAL_RATIO:
             short.append(f"{ratio:.4f}x vanilla")  # 4 digits: 1.0205x fails the goal, "1.020x" would not say why
-        short += [f"{r['unique']:g} unique blocks"] if r["unique"] > GOAL_UNIQUE else []
+        short += [f"{r['unique']:.3g} unique blocks"] if r["unique"] > GOAL_UNIQUE else []
         against, seeds = [], len(paired)
         for c in columns:
             control = rows.get(c)
@@ -237,7 +238,7 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
                 short.append(f"ahead of {c} by less than the spread")
         verdict = "; ".join(short) if short else (
             "**meets the goal**" if seeds >= GOAL_SEEDS else f"meets it on {seeds} seed(s): not yet confirmed")
-        lines.append(f"| {v} | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | {r['unique']:g} | "
+        lines.append(f"| {v} | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | {r['unique']:.3g} | "
                      + " | ".join(against) + f" | {verdict} |")
     return lines
 
