@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import signal
@@ -291,6 +292,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from .archive import archive_cells
     from .grid import load_grid, merge_grids, run_grid, select_cells
     from .report import write_report
 
@@ -299,12 +301,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     grid = merge_grids([load_grid(g) for g in args.grid])
     if args.only:
         grid = select_cells(grid, args.only)
+    not_archived: list[str] = []
+    if args.archive is not None:
+        # cells finished in an earlier session come back from the archive; cells with a folder here are left to
+        # the runner (it resumes a stopped one from its checkpoint)
+        missing = [c.name for c in grid.cells if not (args.out / c.name).exists()]
+        if missing and args.archive.is_dir():
+            restored = archive_cells(args.archive, args.out, [glob.escape(n) for n in missing])
+            if restored.copied:
+                print(f"{len(restored.copied)} finished cell(s) restored from {args.archive}")
     bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", dynamic_ncols=True)
 
     def on_result(result: Any) -> None:
         bar.update(1)
         if result.state == "failed":
             bar.write(f"failed: {result.name}: {result.error}")
+        elif result.state == "done" and args.archive is not None:
+            try:  # at once, so a session that ends before the grid does loses no finished cell
+                archive_cells(args.out, args.archive, [glob.escape(result.name)])
+            except ConfigError as err:
+                not_archived.append(result.name)
+                bar.write(f"not archived: {err}")
 
     results = run_grid(grid, args.out, jobs=args.jobs, on_result=on_result)
     bar.close()
@@ -319,8 +336,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n| failed cell | error | executed notebook |\n| --- | --- | --- |")
         for r in failed:
             print(f"| {r.name} | {r.error} | {args.out / r.name / 'cell.ipynb'} |")
-        return 1
-    return 0
+    if not_archived:
+        print(f"not archived (a different result for the same cell is already in {args.archive}): "
+              f"{', '.join(not_archived)}")
+    return 1 if failed or not_archived else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -401,6 +420,9 @@ def make_parser() -> argparse.ArgumentParser:
                            "between them (default: 1)")
     reproduce.add_argument("--only", action="append", metavar="PATTERN", help="run only the cells whose names "
                            "match this shell pattern (repeatable), e.g. 'tinyshakespeare*__shrink-*'")
+    reproduce.add_argument("--archive", type=Path, metavar="DIR", help="keep finished cells in DIR, as dyntie "
+                           "archive does, each as soon as it finishes; cells finished there and absent from "
+                           "--out are copied back first and skipped (a study that spans machines)")
     reproduce.set_defaults(func=cmd_reproduce)
 
     status = sub.add_parser("status", help="where a grid stands: cells done, training now, stopped (resumable), "

@@ -156,8 +156,19 @@ def test_smoke_grid_isolates_a_failing_cell_and_resumes_an_interrupted_one(tmp_p
     row_at_6 = RunDir(out / "dlt__seed1" / "run").read_jsonl(RunDir.METRICS)[1]
     assert row_at_6["step"] == 6
 
-    assert main(["reproduce", str(grid_file), "--out", str(out), "--jobs", "2"]) == 1
+    # --archive keeps each finished cell at once; an archive that already holds another result for a cell
+    # (here dlt's, from an earlier session) is not overwritten
+    kept = tmp_path / "kept"
+    (kept / "dlt__seed1" / "run").mkdir(parents=True)
+    (kept / "dlt__seed1" / "status.json").write_text(json.dumps({"state": "done"}))
+    (kept / "dlt__seed1" / "run" / RunDir.SUMMARY).write_text(json.dumps({"steps": 12, "test_ppl": 1.0}))
+
+    assert main(["reproduce", str(grid_file), "--out", str(out), "--jobs", "2", "--archive", str(kept)]) == 1
     printed = capsys.readouterr().out
+    assert "not archived (a different result for the same cell is already in" in printed
+    assert printed.rstrip().endswith(": dlt__seed1")
+    assert sorted(p.name for p in kept.iterdir()) == ["cycle-rev-2__seed1", "dlt__seed1", "vanilla__seed1"]
+    assert json.loads((kept / "dlt__seed1" / "run" / RunDir.SUMMARY).read_text())["test_ppl"] == 1.0
     assert "| nope__seed1 | ValueError: unknown method 'nope'" in printed
     assert "4 cells: 3 finished now, 0 finished before, 1 failed" in printed
     status = json.loads((out / "nope__seed1" / "status.json").read_text())
@@ -180,6 +191,16 @@ def test_smoke_grid_isolates_a_failing_cell_and_resumes_an_interrupted_one(tmp_p
     assert main(["reproduce", str(grid_file), "--out", str(out)]) == 1  # finished cells are skipped
     assert "4 cells: 0 finished now, 3 finished before, 1 failed" in capsys.readouterr().out
     assert (out / "vanilla__seed1" / "cell.ipynb").stat().st_mtime_ns == mtime
+
+    # on a fresh machine the archive brings the finished cells back, and nothing trains again
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", str(grid_file), "--out", str(fresh), "--archive", str(kept),
+                 "--only", "vanilla__seed1", "--only", "cycle-rev-2__seed1"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 finished cell(s) restored from" in printed and "2 cells: 0 finished now, 2 finished before" in printed
+    for name in ("vanilla__seed1", "cycle-rev-2__seed1"):
+        assert RunDir(fresh / name / "run").read_summary() == RunDir(out / name / "run").read_summary()
+        assert not (fresh / name / "cell.ipynb").exists()
 
 
 def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
