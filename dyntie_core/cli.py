@@ -303,6 +303,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         grid = select_cells(grid, args.only)
     not_archived: list[str] = []
     if args.archive is not None:
+        if args.archive.exists() and not args.archive.is_dir():
+            raise ConfigError(f"--archive must be a folder, not a file: {args.archive}")
+        if args.archive.resolve() == args.out.resolve():
+            raise ConfigError(f"--archive must be another folder than --out ({args.out})")
         # cells finished in an earlier session come back from the archive; cells with a folder here are left to
         # the runner (it resumes a stopped one from its checkpoint)
         missing = [c.name for c in grid.cells if not (args.out / c.name).exists()]

@@ -203,6 +203,17 @@ def test_smoke_grid_isolates_a_failing_cell_and_resumes_an_interrupted_one(tmp_p
         assert not (fresh / name / "cell.ipynb").exists()
 
 
+def test_reproduce_refuses_an_archive_that_is_a_file_or_the_results_folder(tmp_path, capsys):
+    afile = tmp_path / "kept.txt"
+    afile.write_text("")
+    for archive, message in ((afile, "--archive must be a folder, not a file"),
+                             (tmp_path / "out", "--archive must be another folder than --out")):
+        assert main(["reproduce", str(SMOKE), "--out", str(tmp_path / "out"), "--archive", str(archive)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("dyntie: error: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
 def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
     tiny = ["--n-layer", "4", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
             "--eval-interval", "5", "--eval-tokens", "1024", "--tokenizer", "char", "--steps", "5"]
