@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .config import ConfigError, RunConfig
 from .data import BatchSampler, TokenData, load_data, sample_windows
 from .distributed import DistContext, init_from_env, state_digest, wrap_model
+from .environment import describe_environment, environment_changes
 from .evaluation import batch_loss, evaluate
 from .events import CheckpointEvent, EndEvent, EvalEvent, Event, EventBus, StepEvent, Subscriber, TieChangeEvent
 from .metrics import TrainState, build_summary, eval_record, flops_per_token, peak_flops, predicted_memory
@@ -106,6 +107,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere and later (fp32 elsewhere)
             torch.backends.cudnn.allow_tf32 = True
             torch.cuda.reset_peak_memory_stats(self.device)  # peaks are per run, not per process
+        self.environment = describe_environment(self.device)
         torch.manual_seed(train.seed)
         self.policy = policy if policy is not None else make_policy(self.config.method, model_cfg.n_layer, train.seed)
         needs = getattr(self.policy, "needs_relax", None)
@@ -164,6 +166,10 @@ class Trainer:
         trainer = cls(config, run_dir=run.path, data=data, policy=policy, checkpoint=checkpoint, dist=dist)
         if unusable:
             trainer.notices.append(f"resumed from {path.name} at step {trainer.step}; skipped: " + "; ".join(unusable))
+        changed = environment_changes(checkpoint.state.get("environment"), trainer.environment)
+        if changed:
+            trainer.notices.append(f"resumed at step {trainer.step} in another environment ({'; '.join(changed)}): "
+                                   "the rest of the run is not bit-identical to an uninterrupted one")
         return trainer
 
     def subscribe(self, fn: Subscriber) -> Any:
@@ -394,7 +400,8 @@ class Trainer:
         elif s.best_step == self.step:
             selection = f"best validation (step {s.best_step}, final)"
         summary = build_summary(self.config, self.data, self.model, s, test, final_test, selection, self.notices,
-                                peak=peak_flops(self.device), world_size=self.dist.world_size)
+                                peak=peak_flops(self.device), world_size=self.dist.world_size,
+                                environment=self.environment)
         if self.run_dir is not None and s.diverged is None:  # a diverged state never replaces the last good one
             self.save_checkpoint("last")
         self.bus.emit(EndEvent(self.step, summary, stopped_early=summary["stopped_early"]))
@@ -416,7 +423,7 @@ class Trainer:
         policy_state, policy_tensors = self.policy.state_dict()
         tensors.update({f"policy/{k}": v for k, v in policy_tensors.items()})
         state = {"tie_map": list(self.model.tie_map), "config": self.config.to_dict(), "train_state":
-                 self.state.to_dict(), "policy": policy_state, "torch_version": torch.__version__}
+                 self.state.to_dict(), "policy": policy_state, "environment": self.environment}
         return state, tensors
 
     def save_checkpoint(self, kind: str) -> Path:

@@ -132,9 +132,11 @@ def transition_summary(jumps: Sequence[float]) -> dict[str, float | int] | None:
 
 def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: TrainState, test_loss: float,
                   final_test_loss: float, selection: str, notices: list[str],
-                  peak: float | None = None, world_size: int = 1) -> dict[str, Any]:
+                  peak: float | None = None, world_size: int = 1,
+                  environment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``summary.json`` of a run: final and best numbers, test at the best-validation checkpoint.
-    ``peak``: the device's peak FLOP/s, for MFU (per process: the summary's tokens/s are the job's)."""
+    ``peak``: the device's peak FLOP/s, for MFU (per process: the summary's tokens/s are the job's).
+    ``environment``: where the process that finished the run ran (``describe_environment``)."""
     assert state.last_eval is not None and state.best_val is not None
     counts = count_parameters(model)
     predicted = predicted_memory(config, model.tie_map, world_size)
@@ -168,4 +170,5 @@ def build_summary(config: RunConfig, data: TokenData, model: TiedGPT, state: Tra
         "skipped_steps": state.skipped_steps,
         "transitions": transition_summary(state.transition_jumps),
         "notices": notices,
+        "environment": environment,
     }

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dyntie_core.checkpoint import CheckpointError
+from dyntie_core.checkpoint import CheckpointError, load_checkpoint
 from dyntie_core.events import CheckpointEvent, EndEvent, EvalEvent, StepEvent, TieChangeEvent
 from dyntie_core.loop import Trainer, lr_at
 from dyntie_core.rundir import RunDir
@@ -83,6 +83,35 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, pydoc_chars):
     assert [(r["step"], r["val_loss"]) for r in rows_b] == [(r["step"], r["val_loss"]) for r in rows_a]
     assert [r["tie_map"] for r in RunDir(tmp_path / "b").read_jsonl("tie_maps.jsonl")] == \
            [r["tie_map"] for r in RunDir(tmp_path / "a").read_jsonl("tie_maps.jsonl")]
+
+
+def test_runs_record_where_they_ran_and_a_resume_elsewhere_says_so(tmp_path, pydoc_chars):
+    config = small_run_config(steps=12)
+    config = config.replace(train=dataclasses.replace(config.train, checkpoint_interval=6))
+    threads = torch.get_num_threads()
+    first = Trainer(config, run_dir=tmp_path / "a", data=pydoc_chars)
+    first.train(max_steps=8)  # the last checkpoint is at step 6
+    del first
+    env = load_checkpoint(RunDir(tmp_path / "a").resume_candidates()[0][0]).state["environment"]
+    assert env["torch"] == torch.__version__ and env["torch_threads"] == threads and env["device"] == "cpu"
+    assert env["processor"] and env["python"].count(".") == 2
+    if env["source"] is not None:  # a git checkout: the commit that ran
+        assert len(env["source"]["commit"]) == 40 and isinstance(env["source"]["dirty"], bool)
+
+    same = Trainer.resume(tmp_path / "a", data=pydoc_chars)
+    assert not any("another environment" in n for n in same.notices)
+    del same
+    try:
+        torch.set_num_threads(threads + 1)
+        moved = Trainer.resume(tmp_path / "a", data=pydoc_chars)
+        summary = moved.run()
+    finally:
+        torch.set_num_threads(threads)
+    notice = next(n for n in summary["notices"] if "another environment" in n)
+    assert f"torch_threads: {threads} -> {threads + 1}" in notice and "step 6" in notice
+    assert summary["environment"]["torch_threads"] == threads + 1  # the process that finished the run
+    saved = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert saved["environment"] == summary["environment"] and notice in saved["notices"]
 
 
 def test_stop_request_leaves_a_consistent_run_directory(tmp_path, pydoc_chars):
