@@ -6,7 +6,7 @@
     metrics.jsonl      one row per evaluation
     tie_maps.jsonl     every tie change (the first row is the initial map)
     decisions.jsonl    every decision of an agent policy
-    summary.json       written when the run ends (also when stopped early)
+    summary.json       written when the run ends (also when stopped early), with where it ran
     checkpoints/       best, last and periodic step_NNNNNNN checkpoints (safetensors)
     dashboard.html, tie_history.html   offline figures
 
