@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,13 @@ def source_revision() -> dict[str, Any] | None:
 
 def describe_environment(device: torch.device) -> dict[str, Any]:
     """The facts above for a run on ``device`` (a CUDA run names its GPU; a CPU run names the CPU)."""
-    from . import __version__
-
+    try:
+        version: str | None = metadata.version("dyntie")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "dyntie": __version__,
+        "dyntie": version,
         "source": source_revision(),
         "torch": torch.__version__,
         "python": platform.python_version(),
