@@ -2,9 +2,10 @@
 
 A seeded run repeats itself exactly on one machine with the same torch version and the same number of CPU
 threads (the resume test pins it). Change either, or the CPU, and the floating-point reduction order changes:
-vanilla's perplexity moves in its last digits, but the DLT agent's discrete choices can amplify such a
-difference into another tie-map history (README, "Reproducibility"). So every checkpoint and summary records
-these facts, and a run resumed under different ones says so in its notices.
+vanilla's perplexity moves in its last digits, but training under changing ties amplifies such a difference
+(the demo's DLT run ends 262.59 or 230.91 at one or two threads with the same decisions; README,
+"Reproducibility"). So every checkpoint and summary records these facts, and a run resumed under different ones
+says so in its notices.
 """
 
 from __future__ import annotations
