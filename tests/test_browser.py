@@ -147,9 +147,10 @@ def test_walkthrough_dashboard_in_jupyterlab(jupyter):
             page.screenshot(path=str(ARTIFACTS / "1-training.png"))
             assert page.get_by_text("Loading widget").count() == 0
 
-            # plotly draws the heatmap's image once its first row arrives; twice in CI (2026-12-04 and -05) the image
-            # was not found in the dashboard's *first* plotly plot within 120 s although a heatmap layer existed, so
-            # look for it in whichever plot holds the heatmap, as the wait for its layer above does
+            # plotly draws the heatmap's image once its first row arrives. In CI it was once (2026-12-04) not there
+            # within the 30 s an attribute read waits, and once (2026-12-05) not found within 120 s in the dashboard's
+            # *first* plotly plot although the heatmap layer awaited above existed; so wait for it, in whichever plot
+            # holds the heatmap, as that wait does
             page.locator(HEATMAP_IMAGE).first.wait_for(state="attached", timeout=120_000)
             first = _heatmap_image(page)
             _poll(lambda: _heatmap_image(page) != first, 90, "the tie-map heatmap to change during training")
