@@ -6,6 +6,7 @@ The subpackages a user reaches for are attributes after ``import dyntie_core``:
 """
 
 from . import compare, data, events, loop, memory, plots, policies, presets, rundir, schemes, tying
+from ._version import __version__ as __version__  # re-exported: the one source of the version
 from .config import AgentConfig, ConfigError, DataConfig, GPTConfig, MethodConfig, RunConfig, TrainConfig
 from .loop import Trainer
 from .model import Block, TiedGPT
@@ -14,8 +15,6 @@ from .presets import preset_config
 from .rundir import RunDir
 from .tie_stack import TieChange
 from .tying import apply_action, count_parameters, identity_map, resolve_roots, unique_blocks, validate_tie_map
-
-__version__ = "0.2.0"
 
 __all__ = [
     "AgentConfig",

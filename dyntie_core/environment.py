@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._version import __version__
 
 # the facts whose change breaks bit-identical continuation (the rest are informative)
 REPRODUCIBILITY_KEYS = ("torch", "torch_threads", "processor", "device")
@@ -51,13 +52,9 @@ def source_revision() -> dict[str, Any] | None:
 
 def describe_environment(device: torch.device) -> dict[str, Any]:
     """The facts above for a run on ``device`` (a CUDA run names its GPU; a CPU run names the CPU)."""
-    try:
-        version: str | None = metadata.version("dyntie")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        version = None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "dyntie": version,
+        "dyntie": __version__,
         "source": source_revision(),
         "torch": torch.__version__,
         "python": platform.python_version(),

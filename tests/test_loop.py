@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import dyntie_core
 from dyntie_core.checkpoint import CheckpointError, load_checkpoint
 from dyntie_core.events import CheckpointEvent, EndEvent, EvalEvent, StepEvent, TieChangeEvent
 from dyntie_core.loop import Trainer, lr_at
@@ -94,7 +95,7 @@ def test_runs_record_where_they_ran_and_a_resume_elsewhere_says_so(tmp_path, pyd
     del first
     env = load_checkpoint(RunDir(tmp_path / "a").resume_candidates()[0][0]).state["environment"]
     assert env["torch"] == torch.__version__ and env["torch_threads"] == threads and env["device"] == "cpu"
-    assert env["processor"] and env["python"].count(".") == 2
+    assert env["processor"] and env["python"].count(".") == 2 and env["dyntie"] == dyntie_core.__version__
     if env["source"] is not None:  # a git checkout: the commit that ran
         assert len(env["source"]["commit"]) == 40 and isinstance(env["source"]["dirty"], bool)
 

@@ -100,3 +100,17 @@ def test_subpackages_are_attributes_after_a_plain_import():
             "d.presets.PRESETS['demo'].name, d.plots.tie_matrix([0])[0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["(0,", "1,", "2,", "0,", "1,", "2)", "all-shared", "demo", "[1.0]"]
+
+
+def test_the_version_is_written_once():
+    """pyproject reads the version from ``dyntie_core/_version.py``; no other file may spell it out."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "dyntie_core._version.__version__"}
+    source = (ROOT / "dyntie_core" / "_version.py").read_text()
+    version = re.search(r'^__version__ = "([^"]+)"$', source, re.M).group(1)
+    spelled = [p for p in (ROOT / "dyntie_core").rglob("*.py")
+               if p.name != "_version.py" and re.search(rf'["\']{re.escape(version)}["\']', p.read_text())]
+    assert spelled == []
+    import dyntie_core
+    assert dyntie_core.__version__ == version
