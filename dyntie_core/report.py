@@ -97,6 +97,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             if all(x.get("transitions") for x in s) else None,
             "summaries": s,
             "test_by_seed": {seed: x["test_ppl"] for _, x, seed in runs},
+            "unique_by_seed": {seed: x["unique_blocks"] for _, x, seed in runs},
         })
     rows.sort(key=lambda r: (r["dataset"], r["family"], r["method"] != "vanilla", r["method"]))
     for r in rows:
@@ -133,8 +134,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             label = r["method"] + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
             out.append(f"| {label} | {r['seeds']} | {_spread(r, 'val_ppl')} | {_spread(r, 'test_ppl')} | "
                        f"{_times(r['test_vs_vanilla'])} | "
-                       f"{r['trainable_params']:,} | "
-                       f"{r['reduction_pct']:.1f}% | {r['unique_blocks']:g} | {format_bytes(round(m['params']))} | "
+                       f"{r['trainable_params']:,} | {r['reduction_pct']:.1f}% | "
+                       f"{unique_blocks_cell(r['unique_by_seed'])} | {format_bytes(round(m['params']))} | "
                        f"{format_bytes(round(m['grads']))} | {format_bytes(round(m['optimizer']))} | "
                        f"{format_bytes(round(m['model_state']))} | {_bytes(m['predicted_model_state'])} | "
                        f"{_ratio(r)} | {r['tokens_per_s']:,.0f} |")
@@ -167,6 +168,15 @@ def _spread(r: dict[str, Any], key: str) -> str:
     return format_mean_std(r[f"{key}_mean"], r[f"{key}_std"], r["seeds"])
 
 
+def unique_blocks_cell(by_seed: dict[int, int]) -> str:
+    """The count when every seed ends with it; otherwise the mean and each seed's count, in seed order, since a
+    dynamic method's mean count (1.67) names no map any run had."""
+    counts = [by_seed[seed] for seed in sorted(by_seed)]
+    if len(set(counts)) == 1:
+        return str(counts[0])
+    return f"{statistics.fmean(counts):.2f} ({', '.join(map(str, counts))} by seed)"
+
+
 def _times(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}x"
 
@@ -182,7 +192,7 @@ def _html_table(rows: Sequence[dict[str, Any]]) -> str:
     body = "".join(
         f"<tr><td>{html.escape(r['method'] + (' (diverged)' if r['diverged'] else ''))}</td><td>{r['seeds']}</td>"
         f"<td>{_spread(r, 'val_ppl')}</td><td>{_spread(r, 'test_ppl')}</td><td>{r['trainable_params']:,}</td>"
-        f"<td>{r['reduction_pct']:.1f}%</td><td>{r['unique_blocks']:g}</td>"
+        f"<td>{r['reduction_pct']:.1f}%</td><td>{unique_blocks_cell(r['unique_by_seed'])}</td>"
         f"<td>{format_bytes(round(r['memory']['model_state']))}</td>"
         f"<td>{_bytes(r['memory']['predicted_model_state'])}</td><td>{_ratio(r)}</td>"
         f"<td>{r['tokens_per_s']:,.0f}</td></tr>" for r in rows)

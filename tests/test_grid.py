@@ -12,7 +12,7 @@ from dyntie_core.cli import main
 from dyntie_core.experiment import experiment_config
 from dyntie_core.grid import Cell, Grid, load_grid, merge_grids, select_cells
 from dyntie_core.memory import format_bytes
-from dyntie_core.report import collect, write_report
+from dyntie_core.report import collect, unique_blocks_cell, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "grids" / "cpu-smoke.yaml"
@@ -212,6 +212,11 @@ def test_reproduce_refuses_an_archive_that_is_a_file_or_the_results_folder(tmp_p
         err = capsys.readouterr().err
         assert message in err and err.startswith("dyntie: error: ") and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_report_names_each_seeds_unique_blocks_when_they_differ():
+    assert unique_blocks_cell({2: 4, 1: 4, 3: 4}) == "4"
+    assert unique_blocks_cell({3: 1, 1: 2, 2: 2}) == "1.67 (2, 2, 1 by seed)"  # seed order, not arrival order
 
 
 def test_report_groups_seeds_and_compares_memory_with_vanilla(tmp_path, capsys):
