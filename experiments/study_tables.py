@@ -25,7 +25,7 @@ from typing import Any
 from dyntie_core.compare import format_mean_std
 from dyntie_core.config import RunConfig
 from dyntie_core.fileio import write_text_atomic
-from dyntie_core.report import dataset_label, method_label, paired_ratio
+from dyntie_core.report import dataset_label, method_label, paired_ratio, unique_blocks_cell
 from dyntie_core.rundir import RunDir
 from dyntie_core.staticplots import run_history_png
 
@@ -117,6 +117,7 @@ def collect(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
             "test_std": statistics.stdev([x["test_ppl"] for x in s]) if len(s) > 1 else 0.0,
             "val_std": statistics.stdev([x["best_val_ppl"] for x in s]) if len(s) > 1 else 0.0,
             "unique": statistics.fmean(x["unique_blocks"] for x in s),
+            "uniques": {c.train.seed: x["unique_blocks"] for c, x in zip(configs, s, strict=True)},
             "trainable": statistics.fmean(x["trainable_params"] for x in s),
             "state": statistics.fmean(x["memory"]["model_state"] for x in s),
             "predicted": statistics.fmean(x["memory_predicted"]["model_state"] for x in s),
@@ -177,11 +178,12 @@ def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[s
         lines.append(
             f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | "
             f"{'-' if v in CONTROLS else against_best_fixed(r)} | "
-            f"{_spread(r, 'val')} | {r['unique']:.3g} | {r['trainable']:,.0f} | "
+            f"{_spread(r, 'val')} | {unique_blocks_cell(r['uniques'])} | {r['trainable']:,.0f} | "
             f"{r['state'] / 2**20:.2f} MiB ({exact}) | "
             f"{r['tokens_per_s'] / vanilla['tokens_per_s']:.2f} | {r['changes']:g} | {jump} |"
             if vanilla else f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | - | - | "
-            f"{_spread(r, 'val')} | {r['unique']:.3g} | {r['trainable']:,.0f} | - | - | {r['changes']:g} | {jump} |")
+            f"{_spread(r, 'val')} | {unique_blocks_cell(r['uniques'])} | {r['trainable']:,.0f} | - | - | "
+            f"{r['changes']:g} | {jump} |")
     return lines
 
 
@@ -238,8 +240,8 @@ def goal_check(rows: dict[str, dict[str, Any]]) -> list[str]:
                 short.append(f"ahead of {c} by less than the spread")
         verdict = "; ".join(short) if short else (
             "**meets the goal**" if seeds >= GOAL_SEEDS else f"meets it on {seeds} seed(s): not yet confirmed")
-        lines.append(f"| {v} | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | {r['unique']:.3g} | "
-                     + " | ".join(against) + f" | {verdict} |")
+        lines.append(f"| {v} | {r['seeds']} | {_spread(r, 'test')} | {_ratio(r, vanilla)} | "
+                     f"{unique_blocks_cell(r['uniques'])} | " + " | ".join(against) + f" | {verdict} |")
     return lines
 
 

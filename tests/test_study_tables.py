@@ -73,7 +73,9 @@ def test_goal_check_names_what_each_variant_lacks():
     tables = experiment_module("study_tables")
 
     def row(test, std, seeds=3, unique=4):
-        return {"test": test, "test_std": std, "seeds": seeds, "unique": unique, "tests": _seeds(test, std, seeds)}
+        tests = _seeds(test, std, seeds)
+        return {"test": test, "test_std": std, "seeds": seeds, "unique": unique, "tests": tests,
+                "uniques": dict.fromkeys(tests, unique)}
 
     rows = {"vanilla": row(100.0, 1.0), "random-fixed-4": row(105.0, 1.0), "cycle-rev-4": row(104.0, 2.0),
             "sequence-4": row(106.0, 1.0),  # behind the other two: it changes no verdict here
@@ -107,8 +109,9 @@ def test_a_share_mode_variant_must_also_beat_the_share_mode_fixed_maps():
     tables = experiment_module("study_tables")
 
     def row(test, std=0.5, seeds=3, tie_mode="follow"):
+        tests = _seeds(test, std, seeds)
         return {"test": test, "test_std": std, "seeds": seeds, "unique": 4, "tie_mode": tie_mode,
-                "tests": _seeds(test, std, seeds)}
+                "tests": tests, "uniques": dict.fromkeys(tests, 4)}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0), "sequence-4": row(111.0),
             "random-fixed-4-share": row(101.2, tie_mode="share"), "sequence-4-share": row(102.0, tie_mode="share"),
@@ -138,8 +141,9 @@ def test_a_relaxed_share_mode_variant_must_also_beat_the_fixed_map_with_the_same
     tables = experiment_module("study_tables")
 
     def row(test, tie_mode="follow", relax="none"):
+        tests = _seeds(test, 0.5)
         return {"test": test, "test_std": 0.5, "seeds": 3, "unique": 4, "tie_mode": tie_mode, "relax": relax,
-                "tests": _seeds(test, 0.5)}
+                "tests": tests, "uniques": dict.fromkeys(tests, 4)}
 
     rows = {"vanilla": row(100.0), "random-fixed-4": row(110.0), "cycle-rev-4": row(112.0), "sequence-4": row(111.0),
             "random-fixed-4-share": row(104.0, "share"), "cycle-rev-4-share": row(105.0, "share"),
@@ -173,7 +177,7 @@ def test_the_goal_check_compares_only_the_seeds_both_sides_finished():
 
     def row(tests, tie_mode="follow"):
         return {"test": sum(tests.values()) / len(tests), "test_std": 0.0, "seeds": len(tests), "unique": 4,
-                "tie_mode": tie_mode, "tests": tests}
+                "tie_mode": tie_mode, "tests": tests, "uniques": dict.fromkeys(tests, 4)}
 
     # vanilla has finished seed 1 only; the variant's lucky seed 2 must not pull its mean under vanilla's seed 1
     rows = {"vanilla": row({1: 100.0}), "random-fixed-4": row({1: 110.0, 2: 110.0, 3: 110.0}),
