@@ -10,7 +10,8 @@ hypothesis and dataset (cells of several seeds, such as ``seed1__<dataset>__<var
 the Pareto plot (trainable parameters against test perplexity) per dataset and the tie-map history of the best
 dynamic variant per dataset, as PNGs in ``--figures``/SECTION, and checks every dynamic variant against issue 9's
 goal. ``--section horizon`` (or ``horizon-<name>``, a second section from another folder, such as the cells kept in
-``results/horizon``) shows the confirmation grid's variants and their validation curves. Nothing here is tuned by hand:
+``results/horizon``) shows the confirmation grid's variants and their validation curves; ``--section paper-horizon
+--doc docs/RESULTS.md`` shows only the paper's comparison (``grids/cpu-horizon.yaml``). Nothing here is tuned by hand:
 rerun it after more cells finish. Cells that have not finished are listed as missing.
 """
 
@@ -79,6 +80,8 @@ HORIZON: tuple[tuple[str, tuple[str, ...]], ...] = (
         "vanilla", "random-fixed-4-share", "sequence-4-share", "shrink-4-loss-share", "shrink-4-loss-share-fast",
         *RELAXED_CONTROLS, "shrink-4-loss-share-lora8", "shrink-4-loss-share-fast-lora8")),
 )
+# the paper's comparison (grids/cpu-horizon.yaml, issue 8): its methods, in the paper's follow mode
+PAPER = ("vanilla", "random-fixed-4", "cycle-rev-4", "all-shared", "dlt")
 # issue 9's goal: at most 1.02x vanilla's test perplexity with at most 4 unique blocks, ahead of every fixed
 # 4-block control by more than the seed spread, on 3 seeds
 GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
@@ -87,6 +90,11 @@ GOAL_RATIO, GOAL_UNIQUE, GOAL_SEEDS = 1.02, 4, 3
 def is_horizon(section: str) -> bool:
     """Whether a section shows the confirmation's layout (``horizon``, ``horizon-<name>``) or the screen's."""
     return section == "horizon" or section.startswith("horizon-")
+
+
+def is_paper(section: str) -> bool:
+    """Whether a section shows the paper's comparison alone (``paper``, ``paper-<name>``; docs/RESULTS.md)."""
+    return section == "paper" or section.startswith("paper-")
 
 
 def _cell_key(run: RunDir, config: RunConfig) -> tuple[str, str]:
@@ -184,6 +192,26 @@ def _table(rows: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> list[s
             if vanilla else f"| {v} | `{r['label']}` | {r['seeds']} | {_spread(r, 'test')} | - | - | "
             f"{_spread(r, 'val')} | {unique_blocks_cell(r['uniques'])} | {r['trainable']:,.0f} | - | - | "
             f"{r['changes']:g} | {jump} |")
+    return lines
+
+
+def paper_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The paper's comparison with every seed's test perplexity shown: at 3 seeds a mean hides which seed moved."""
+    vanilla = rows.get("vanilla")
+    seeds = sorted({seed for v in PAPER if v in rows for seed in rows[v]["tests"]})
+    lines = [f"| method | seeds | test ppl, seed {' / '.join(map(str, seeds))} | mean ± std | vs vanilla | best val "
+             "ppl | unique blocks | trainable params | model state (= predicted) | tie changes |", "|" + " --- |" * 10]
+    for v in PAPER:
+        r = rows.get(v)
+        if r is None:
+            lines.append(f"| {v} | not finished yet |" + " |" * 8)
+            continue
+        exact = "yes" if abs(r["state"] - r["predicted"]) <= 0.02 * r["predicted"] else "NO"
+        by_seed = " / ".join(f"{r['tests'][s]:.2f}" if s in r["tests"] else "-" for s in seeds)
+        lines.append(f"| {v} | {r['seeds']} | {by_seed} | {_spread(r, 'test')} | "
+                     f"{_ratio(r, vanilla) if vanilla else '-'} | {_spread(r, 'val')} | "
+                     f"{unique_blocks_cell(r['uniques'])} | {r['trainable']:,.0f} | "
+                     f"{r['state'] / 2**20:.2f} MiB ({exact}) | {r['changes']:g} |")
     return lines
 
 
@@ -344,6 +372,8 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
     """The section's tables, goal check and figures; with ``ran_only``, a table after the first is left out
     unless one of its own variants (not the first table's controls) finished: for a partial rerun of a grid."""
     figures.mkdir(parents=True, exist_ok=True)
+    if is_paper(section):
+        return render_paper(data, figures, doc_dir, results)
     out = []
     # validation curves where a few variants share a figure (the confirmation); the screen has too many to read
     series = curves(results) if results is not None and is_horizon(section) else {}
@@ -377,6 +407,27 @@ def render(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: P
             path.write_bytes(run_history_png(rows[best]["run"]))
             out += [f"Tie-map history of the best dynamic variant with at most 4 unique blocks ({best}):", "",
                     f"![tie-map history, {best}]({path.relative_to(doc_dir)})", ""]
+    return "\n".join(out)
+
+
+def render_paper(data: dict[str, dict[str, dict[str, Any]]], figures: Path, doc_dir: Path,
+                 results: Path | None) -> str:
+    """The paper's comparison per dataset: its table and its cells' validation curves, nothing of the study."""
+    series = curves(results) if results is not None else {}
+    out = []
+    for dataset in sorted(data):
+        rows = {v: r for v, r in data[dataset].items() if v in PAPER}
+        if not rows:
+            continue
+        out += [f"#### {dataset}", "", *paper_table(rows), ""]  # under the section's own heading
+        cells = {v: c for v, c in series.get(dataset, {}).items() if v in PAPER}
+        if cells:
+            path = figures / f"curves-{dataset.replace('/', '-')}.png"
+            path.write_bytes(_curves_png(cells, f"{dataset}: validation perplexity, the paper's comparison (one "
+                                                "line a seed)"))
+            out += ["Validation curves, and each run's ratio to vanilla's of the same seed (dashed: 1.02x, issue 9's "
+                    "goal):", "",
+                    f"![validation curves, {dataset}]({path.relative_to(doc_dir)})", ""]
     return "\n".join(out)
 
 

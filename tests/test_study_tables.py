@@ -61,6 +61,14 @@ def test_study_tables_fill_the_doc_from_finished_cells(tmp_path, capsys):
     assert "H1 churn" not in text and "(study/horizon-kept/curves-pydoc.png)" in text
     assert (tmp_path / "study" / "horizon-kept" / "curves-pydoc.png").is_file()
     assert not tables.is_horizon("horizonless") and not tables.is_horizon("screen")
+    doc.write_text("<!-- paper-horizon:start -->\n<!-- paper-horizon:end -->\n")  # docs/RESULTS.md: the paper's five
+    assert tables.main([str(results), "--doc", str(doc), "--figures", str(tmp_path / "results-figs"), "--section",
+                        "paper-horizon"]) == 0
+    text = doc.read_text()
+    assert "#### pydoc" in text and "**Against the goal**" not in text and "| shrink-4-loss" not in text
+    assert f"| dlt | 1 | {test['dlt']:.2f} | {test['dlt']:.2f} | {test['dlt'] / test['vanilla']:.3f}x |" in text
+    assert "| random-fixed-4 | not finished yet |" in text and "| all-shared | not finished yet |" in text
+    assert (tmp_path / "results-figs" / "paper-horizon" / "curves-pydoc.png").read_bytes()[:4] == b"\x89PNG"
     found = tables.curves(results)["pydoc"]
     assert set(found) == set(cells) and all(seed == 1337 and steps[-1] == 8 for seed, steps, _ in found["dlt"])
     doc.write_text("no markers here\n")
@@ -212,3 +220,25 @@ def test_ratio_to_vanilla_pairs_cells_by_seed_and_step():
     assert ratios["cycle-rev-4"] == [(1, [0, 20], [2.0, 1.5])]
     assert tables.ratio_to_vanilla({"shrink-4-loss": series["shrink-4-loss"]}) == {}  # no vanilla, no panel
     assert tables._curves_png(series, "t")[:4] == b"\x89PNG"
+
+
+def test_the_paper_table_shows_every_seed_and_compares_on_shared_seeds():
+    tables = experiment_module("study_tables")
+
+    def row(tests, unique):
+        mean = sum(tests.values()) / len(tests)
+        return {"test": mean, "test_std": 0.0, "val": mean, "val_std": 0.0, "seeds": len(tests), "tests": tests,
+                "uniques": dict.fromkeys(tests, unique) | ({3: 1} if unique == 2 and 3 in tests else {}),
+                "trainable": 1000.0, "state": 100.0, "predicted": 100.0, "changes": 0}
+
+    rows = {"vanilla": row({1: 100.0, 2: 102.0, 3: 101.0}, 12), "dlt": row({2: 140.0, 3: 130.0}, 2),
+            "cycle-rev-4": row({1: 110.0}, 4), "sequence-4-share": row({1: 99.0}, 4)}  # not the paper's: left out
+    lines = tables.paper_table(rows)
+    assert lines[0].startswith("| method | seeds | test ppl, seed 1 / 2 / 3 |")
+    by_method = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert list(by_method) == ["vanilla", "random-fixed-4", "cycle-rev-4", "all-shared", "dlt"]
+    assert "| 2 | - / 140.00 / 130.00 |" in by_method["dlt"]
+    assert f"| 135.00 ± 0.00 | {270 / 203:.3f}x |" in by_method["dlt"]  # against vanilla's seeds 2 and 3 only
+    assert "| 1.50 (2, 1 by seed) |" in by_method["dlt"]
+    assert f"| 110.00 | {110 / 100:.3f}x |" in by_method["cycle-rev-4"]
+    assert by_method["random-fixed-4"] == "| random-fixed-4 | not finished yet |" + " |" * 8
