@@ -153,3 +153,10 @@ else:
 # `docs/STUDY.md` tests what helps, one factor at a time: deciding less often or committing to a map, pricing
 # switches, relaxed ties that keep a block's own norms or a low-rank difference, and methods without RL (`shrink`,
 # `grow`, `soft`, `sandwich`).
+#
+# What the study found (`docs/STUDY.md`, "Verdict"): no dynamic method meets its goal (4 of 12 blocks, within 1.02x
+# vanilla, ahead of the fixed maps of the same compute, at the paper's 300 episodes on two datasets and 3 seeds).
+# The closest is `shrink` by loss in share mode, tying early in the run (about 1.01x vanilla on Tiny Shakespeare,
+# 1.02x on WikiText-2), and it does not beat the fixed contiguous map it converges towards, `sequence:4` in share
+# mode. What matters is the shape, not the deciding: let every position's gradient reach the block it runs (share
+# mode) and give each block a run of consecutive positions from the start.
